@@ -183,18 +183,23 @@ def dequantize_affine(
     *,
     output_dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
-    """``(q - zero_point) * scale`` block-wise, computed in float32, returned as
-    ``output_dtype``. ``dtype`` (the quantized dtype) is only needed for float targets."""
+    """``(q - zero_point) * scale`` block-wise, returned as ``output_dtype``.
+
+    Computed in float32, or in float64 when the scales are float64 (as torch's per-channel
+    dequantize does with its double scales). ``dtype`` (the quantized dtype) is only needed
+    for float targets."""
     blocked, qshape = _blocked_view(q, block_size)
-    s = _qparams_for_blocks(scale, qshape, torch.float32)
+    scale = torch.as_tensor(scale)
+    compute = torch.promote_types(scale.dtype, torch.float32)
+    s = _qparams_for_blocks(scale, qshape, compute)
     if dtype is not None and is_float_qdtype(dtype):
-        return (blocked.float() * s).reshape(q.shape).to(output_dtype)
+        return (blocked.to(compute) * s).reshape(q.shape).to(output_dtype)
     zp = (
         torch.zeros_like(s)
         if zero_point is None
-        else _qparams_for_blocks(zero_point, qshape, torch.float32)
+        else _qparams_for_blocks(zero_point, qshape, compute)
     )
-    return ((blocked.float() - zp) * s).reshape(q.shape).to(output_dtype)
+    return ((blocked.to(compute) - zp) * s).reshape(q.shape).to(output_dtype)
 
 
 def fake_quantize_affine(
