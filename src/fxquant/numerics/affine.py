@@ -38,6 +38,7 @@ from fxquant.numerics.dtypes import (
 
 __all__ = [
     "block_size_for",
+    "blocked_view",
     "dequantize_affine",
     "dequantize_per_channel",
     "dequantize_per_tensor",
@@ -97,7 +98,7 @@ def _normalize_axis(axis: int, ndim: int) -> int:
     return axis % ndim
 
 
-def _blocked_view(x: torch.Tensor, block_size: Sequence[int]) -> tuple[torch.Tensor, list[int]]:
+def blocked_view(x: torch.Tensor, block_size: Sequence[int]) -> tuple[torch.Tensor, list[int]]:
     """View ``x`` as (n0, b0, n1, b1, ...) so that a (n0, 1, n1, 1, ...) qparam broadcasts."""
     if len(block_size) != x.dim():
         raise ValueError(f"block_size {tuple(block_size)} has {len(block_size)} dims, tensor has {x.dim()}")
@@ -163,7 +164,7 @@ def quantize_affine(
     if is_float_qdtype(dtype):
         return _quantize_float(x, block_size, scale, dtype)
     quant_min, quant_max = resolve_qrange(dtype, quant_min, quant_max)
-    blocked, qshape = _blocked_view(x, block_size)
+    blocked, qshape = blocked_view(x, block_size)
     s = _qparams_for_blocks(scale, qshape, torch.float32)
     zp = (
         torch.zeros_like(s)
@@ -188,7 +189,7 @@ def dequantize_affine(
     Computed in float32, or in float64 when the scales are float64 (as torch's per-channel
     dequantize does with its double scales). ``dtype`` (the quantized dtype) is only needed
     for float targets."""
-    blocked, qshape = _blocked_view(q, block_size)
+    blocked, qshape = blocked_view(q, block_size)
     scale = torch.as_tensor(scale)
     compute = torch.promote_types(scale.dtype, torch.float32)
     s = _qparams_for_blocks(scale, qshape, compute)
@@ -216,7 +217,7 @@ def fake_quantize_affine(
         q = _quantize_float(x, block_size, scale, dtype)
         return dequantize_affine(q, block_size, scale, None, dtype, output_dtype=x.dtype)
     quant_min, quant_max = resolve_qrange(dtype, quant_min, quant_max)
-    blocked, qshape = _blocked_view(x, block_size)
+    blocked, qshape = blocked_view(x, block_size)
     s = _qparams_for_blocks(scale, qshape, torch.float32)
     zp = (
         torch.zeros_like(s)
@@ -232,7 +233,7 @@ def _quantize_float(
 ) -> torch.Tensor:
     # Saturating cast: values beyond the float dtype's max clamp to it instead of becoming inf.
     fmax = torch.finfo(dtype).max
-    blocked, qshape = _blocked_view(x, block_size)
+    blocked, qshape = blocked_view(x, block_size)
     s = _qparams_for_blocks(scale, qshape, torch.float32)
     y = torch.clamp(blocked.float() / s, -fmax, fmax)
     return y.reshape(x.shape).to(dtype)
