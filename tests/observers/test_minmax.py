@@ -206,3 +206,12 @@ def test_repr_shows_range():
     obs = MinMaxObserver()
     obs(torch.tensor([-1.0, 2.0]))
     assert "min_val=-1.0" in repr(obs) and "max_val=2.0" in repr(obs)
+
+
+def test_moving_average_dynamic_only_with_unit_averaging_constant():
+    obs = MovingAverageMinMaxObserver(averaging_constant=1, is_dynamic=True)
+    obs(torch.tensor([-1.0, 1.0]))
+    obs(torch.tensor([0.0, 4.0]))
+    assert (obs.min_val.item(), obs.max_val.item()) == (0.0, 4.0)  # each batch replaces the range
+    with pytest.raises(NotImplementedError, match="averaging_constant=1"):
+        MovingAverageMinMaxObserver(averaging_constant=0.01, is_dynamic=True)

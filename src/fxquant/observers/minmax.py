@@ -132,10 +132,12 @@ class MovingAverageMinMaxObserver(MinMaxObserver):
         is_dynamic: bool = False,
         **kwargs: Any,
     ) -> None:
-        if is_dynamic:
+        # Dynamic quantization recomputes the range per call: only an averaging constant of 1
+        # (each batch replaces the running range) means that.
+        if is_dynamic and averaging_constant != 1:
             raise NotImplementedError(
-                f"{type(self).__name__} does not support dynamic quantization; use "
-                "PlaceholderObserver(is_dynamic=True) for dynamic activations"
+                f"{type(self).__name__} supports dynamic quantization only with "
+                f"averaging_constant=1 (got {averaging_constant})"
             )
         _check_averaging_constant(averaging_constant)
         self.averaging_constant = averaging_constant
