@@ -51,6 +51,11 @@ class IntRange:
         return self.qmax - self.qmin + 1
 
 
+# torch's type stubs do not list the sub-byte dtypes, which exist at run time (torch >= 2.3).
+UINT4: torch.dtype = torch.uint4  # type: ignore[attr-defined]  # missing from torch's stubs
+INT4: torch.dtype = torch.int4  # type: ignore[attr-defined]  # missing from torch's stubs
+
+
 def _r(qmin: int, qmax: int) -> IntRange:
     return IntRange(qmin=qmin, qmax=qmax)
 
@@ -69,8 +74,8 @@ INT_DTYPE_RANGES: dict[torch.dtype, IntRange] = {
     torch.int32: _r(-(2**31), 2**31 - 1),
     torch.quint4x2: _r(0, 15),
     torch.quint2x4: _r(0, 3),
-    torch.uint4: _r(0, 15),
-    torch.int4: _r(-8, 7),
+    UINT4: _r(0, 15),
+    INT4: _r(-8, 7),
 }
 
 # Floating-point "quantized" dtypes: quantization is a scaled, saturating cast.
@@ -87,8 +92,8 @@ _STORAGE = {
     torch.qint32: torch.int32,
     torch.quint4x2: torch.uint8,
     torch.quint2x4: torch.uint8,
-    torch.uint4: torch.uint8,
-    torch.int4: torch.int8,
+    UINT4: torch.uint8,
+    INT4: torch.int8,
 }
 
 
