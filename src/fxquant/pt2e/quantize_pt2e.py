@@ -1,0 +1,70 @@
+"""The PT2E entry points: ``prepare_pt2e``, ``prepare_qat_pt2e``, ``convert_pt2e``.
+
+    >>> m = torch.export.export(float_model, example_inputs).module()
+    >>> m = prepare_pt2e(m, X86InductorQuantizer().set_global(get_default_x86_inductor_quantization_config()))
+    >>> for batch in calibration_data:
+    ...     m(batch)                      # calibration is just calling the model
+    >>> m = convert_pt2e(m)               # q/dq reference model
+"""
+
+from __future__ import annotations
+
+from torch import nn
+from torch.fx import GraphModule
+
+from fxquant.engine.convert import convert_observers_to_qdq
+from fxquant.engine.duplicate_dq import duplicate_dequantize_per_user
+from fxquant.engine.fold_bn import fold_bn_into_conv_and_linear
+from fxquant.engine.fold_quantize import fold_constant_quantize
+from fxquant.engine.prepare import prepare_annotated
+from fxquant.pt2e.quantizer.quantizer import Quantizer
+
+__all__ = ["convert_pt2e", "prepare_pt2e"]
+
+
+class NotAGraphModuleError(TypeError):
+    """prepare was handed an eager module instead of a captured graph."""
+
+
+def _require_graph_module(model: nn.Module, fn: str) -> GraphModule:
+    if isinstance(model, GraphModule):
+        return model
+    raise NotAGraphModuleError(
+        f"{fn} expects the graph captured by torch.export, got {type(model).__name__}. "
+        "Capture it first: model = torch.export.export(model, example_inputs).module()"
+    )
+
+
+def prepare_pt2e(model: GraphModule, quantizer: Quantizer) -> GraphModule:
+    """Annotate ``model`` with ``quantizer`` and insert observers for post-training
+    quantization. Batch norms following convs/linears are folded first. Returns the same
+    (mutated) graph module; calibrate it by calling it on representative data."""
+    model = _require_graph_module(model, "prepare_pt2e")
+    original_meta = dict(model.meta)
+    model = quantizer.transform_for_annotation(model)
+    fold_bn_into_conv_and_linear(model)
+    quantizer.annotate(model)
+    quantizer.validate(model)
+    model = prepare_annotated(model, quantizer, is_qat=False)
+    model.meta.update({k: v for k, v in original_meta.items() if k not in model.meta})
+    return model
+
+
+def convert_pt2e(
+    model: GraphModule,
+    use_reference_representation: bool = False,
+    fold_quantize: bool = True,
+) -> GraphModule:
+    """Turn a calibrated (or QAT-trained) model into the reference quantized model: each
+    observer becomes a ``quantized_decomposed`` quantize/dequantize pair, each dequantize is
+    duplicated per user, and (``fold_quantize``) constant weights are stored quantized."""
+    model = _require_graph_module(model, "convert_pt2e")
+    convert_observers_to_qdq(model)
+    duplicate_dequantize_per_user(model)
+    if fold_quantize:
+        fold_constant_quantize(model)
+    if use_reference_representation:
+        from fxquant.engine.reference_representation import rewrite_to_reference_representation
+
+        rewrite_to_reference_representation(model)
+    return model
