@@ -17,9 +17,12 @@ from fxquant.engine.duplicate_dq import duplicate_dequantize_per_user
 from fxquant.engine.fold_bn import fold_bn_into_conv_and_linear
 from fxquant.engine.fold_quantize import fold_constant_quantize
 from fxquant.engine.prepare import prepare_annotated
+from fxquant.engine.qat_conv_bn import fold_conv_bn_qat
+from fxquant.pt2e._qat import prepare_qat_pt2e
+from fxquant.pt2e.export_utils import _disallow_eval_train
 from fxquant.pt2e.quantizer.quantizer import Quantizer
 
-__all__ = ["convert_pt2e", "prepare_pt2e"]
+__all__ = ["NotAGraphModuleError", "convert_pt2e", "prepare_pt2e", "prepare_qat_pt2e"]
 
 
 class NotAGraphModuleError(TypeError):
@@ -47,7 +50,8 @@ def prepare_pt2e(model: GraphModule, quantizer: Quantizer) -> GraphModule:
     quantizer.validate(model)
     model = prepare_annotated(model, quantizer, is_qat=False)
     model.meta.update({k: v for k, v in original_meta.items() if k not in model.meta})
-    return model
+    # .eval()/.train() would change nothing in an exported graph: make them say so
+    return _disallow_eval_train(model)
 
 
 def convert_pt2e(
@@ -56,10 +60,12 @@ def convert_pt2e(
     fold_quantize: bool = True,
 ) -> GraphModule:
     """Turn a calibrated (or QAT-trained) model into the reference quantized model: each
-    observer becomes a ``quantized_decomposed`` quantize/dequantize pair, each dequantize is
-    duplicated per user, and (``fold_quantize``) constant weights are stored quantized."""
+    observer becomes a ``quantized_decomposed`` quantize/dequantize pair, QAT conv-bn patterns
+    are folded into plain convs, each dequantize is duplicated per user, and
+    (``fold_quantize``) constant weights are stored quantized."""
     model = _require_graph_module(model, "convert_pt2e")
     convert_observers_to_qdq(model)
+    fold_conv_bn_qat(model)  # QAT conv-bn patterns: BN folded into the quantized weight
     duplicate_dequantize_per_user(model)
     if fold_quantize:
         fold_constant_quantize(model)
