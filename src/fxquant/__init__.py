@@ -10,7 +10,9 @@ The package root holds the public names of observers, fake-quantizers and config
 
 from fxquant.observers import (
     AffineQuantizedMinMaxObserver,
+    AffineQuantizedMovingAverageMinMaxObserver,
     AffineQuantizedObserverBase,
+    AffineQuantizedPlaceholderObserver,
     FixedQParamsObserver,
     Granularity,
     HistogramObserver,
@@ -59,6 +61,7 @@ from fxquant.observers import (
     weight_observer_range_neg_127_to_127,
 )
 from fxquant.fake_quantize import (
+    AffineFakeQuantize,
     FakeQuantize,
     FakeQuantizeBase,
     FixedQParamsFakeQuantize,
@@ -150,8 +153,11 @@ from fxquant.typing import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "AffineFakeQuantize",
     "AffineQuantizedMinMaxObserver",
+    "AffineQuantizedMovingAverageMinMaxObserver",
     "AffineQuantizedObserverBase",
+    "AffineQuantizedPlaceholderObserver",
     "FIXED_QPARAMS_OP_TO_OBSERVER",
     "FakeQuantize",
     "FakeQuantizeBase",

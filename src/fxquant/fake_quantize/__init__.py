@@ -6,6 +6,7 @@ return ``dequantize(quantize(x))`` in float, the QAT switches, and the default c
 >>> model.apply(disable_observer)    # freeze the parameters of every fake-quantizer
 """
 
+from fxquant.fake_quantize.affine import AffineFakeQuantize
 from fxquant.fake_quantize.base import FakeQuantizeBase
 from fxquant.fake_quantize.defaults import (
     default_affine_fixed_qparams_fake_quant,
@@ -37,6 +38,7 @@ from fxquant.fake_quantize.switches import (
 )
 
 __all__ = [
+    "AffineFakeQuantize",
     "FakeQuantize",
     "FakeQuantizeBase",
     "FixedQParamsFakeQuantize",

@@ -8,6 +8,10 @@ from fxquant.observers.affine import (
     TorchAODType,
     ZeroPointDomain,
 )
+from fxquant.observers.affine_variants import (
+    AffineQuantizedMovingAverageMinMaxObserver,
+    AffineQuantizedPlaceholderObserver,
+)
 from fxquant.observers.base import (
     NonFiniteInputError,
     ObserverBase,
@@ -66,7 +70,9 @@ from fxquant.observers.state import (
 
 __all__ = [
     "AffineQuantizedMinMaxObserver",
+    "AffineQuantizedMovingAverageMinMaxObserver",
     "AffineQuantizedObserverBase",
+    "AffineQuantizedPlaceholderObserver",
     "FixedQParamsObserver",
     "Granularity",
     "HistogramObserver",

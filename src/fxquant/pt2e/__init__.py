@@ -56,6 +56,9 @@ from fxquant.pt2e.export_utils import (
     move_exported_model_to_eval,
     move_exported_model_to_train,
 )
+from fxquant.observers.base import _PartialWrapper as PartialWrapper
+from fxquant.pt2e.learnable_fake_quantize import disable_range_learning, enable_range_learning
+from fxquant.pt2e.quantizer.quantizer import ObserverOrFakeQuantizeConstructor
 from fxquant.typing import ObserverOrFakeQuantize
 
 # node.meta key recording which original nodes a node was created from (torch.fx provenance)
@@ -79,6 +82,8 @@ __all__ = [
     "NoopObserver",
     "ObserverBase",
     "ObserverOrFakeQuantize",
+    "ObserverOrFakeQuantizeConstructor",
+    "PartialWrapper",
     "PerAxis",
     "PerBlock",
     "PerChannelMinMaxObserver",
@@ -105,8 +110,10 @@ __all__ = [
     "default_weight_fake_quant",
     "disable_fake_quant",
     "disable_observer",
+    "disable_range_learning",
     "enable_fake_quant",
     "enable_observer",
+    "enable_range_learning",
     "get_block_size",
     "move_exported_model_to_eval",
     "move_exported_model_to_train",
