@@ -42,11 +42,12 @@ SPEC_NAMES = OBSERVER_CLASSES + [
     "get_default_qat_qconfig", "QConfigMapping", "get_default_qconfig_mapping",
     "get_default_qat_qconfig_mapping",
 ]
-# Eager-mode helpers that share these prefixes arrive with the eager API (quantize, prepare, ...).
-EAGER_NAMES = {"default_eval_fn", "get_default_qat_module_mappings", "get_default_qconfig_propagation_list"}
+# TorchScript entry points: TorchScript is deprecated upstream and lowest priority (SPEC §7).
+JIT_NAMES = {"convert_dynamic_jit", "convert_jit", "fuse_conv_bn_jit", "prepare_dynamic_jit",
+             "prepare_jit", "quantize_dynamic_jit", "quantize_jit", "script_qconfig", "script_qconfig_dict"}
 UPSTREAM_OBSERVER_AND_CONFIG_NAMES = [
     n for n in tq.__all__
-    if n not in EAGER_NAMES
+    if n not in JIT_NAMES
     and (
         n.startswith(("default_", "weight_observer", "per_channel_weight", "fused_"))
         or n.endswith(("Observer", "ObserverBase", "FakeQuantize", "FakeQuantizeBase"))
@@ -67,9 +68,24 @@ def test_upstream_observer_fake_quant_and_config_names_exist(name):
     assert hasattr(fxquant, name), f"{name} is exported by torch.ao.quantization but not by fxquant"
 
 
+@pytest.mark.parametrize("name", sorted(set(tq.__all__) - JIT_NAMES))
+def test_every_upstream_name_except_torchscript_exists(name):
+    assert hasattr(fxquant, name), f"{name} is exported by torch.ao.quantization but not by fxquant"
+
+
 def _default_constructors():
-    return [n for n in fxquant.__all__ if n.startswith("default_") and "qconfig" not in n
+    return [n for n in fxquant.__all__
+            if (n.startswith("default_") and "qconfig" not in n and n != "default_eval_fn")
             or n.endswith("range_neg_127_to_127")]
+
+
+def test_default_eval_fn_runs_the_model_over_the_data():
+    seen = []
+    model = torch.nn.Linear(3, 2)
+    model.register_forward_hook(lambda _m, args, _out: seen.append(args[0]))
+    data = [(torch.randn(4, 3), torch.zeros(4)) for _ in range(3)]
+    fxquant.default_eval_fn(model, data)
+    assert len(seen) == 3 and all(torch.equal(a, d[0]) for a, d in zip(seen, data))
 
 
 @pytest.mark.parametrize("name", _default_constructors())

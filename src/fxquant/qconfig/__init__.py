@@ -72,7 +72,18 @@ from fxquant.qconfig.resolve import (
     resolve_qconfig,
 )
 
+from fxquant.qconfig.per_token import (
+    PerTokenDynamicObserver,
+    is_per_token_dynamic_qconfig,
+    per_token_dynamic_qconfig,
+    per_token_symmetric_dynamic_qconfig,
+)
+
 __all__ = [
+    "PerTokenDynamicObserver",
+    "is_per_token_dynamic_qconfig",
+    "per_token_dynamic_qconfig",
+    "per_token_symmetric_dynamic_qconfig",
     "FIXED_QPARAMS_OP_TO_OBSERVER",
     "SUPPORTED_BACKENDS",
     "ObjectType",
