@@ -15,12 +15,16 @@ from fxquant.backend_config.patterns import (
     reverse_sequential_pattern,
 )
 
-BOOLEAN_DISPATCH = [F.max_pool1d, F.max_pool2d, F.max_pool3d, F.adaptive_max_pool1d,
-                    F.adaptive_max_pool2d, F.adaptive_max_pool3d, F.fractional_max_pool2d,
-                    F.fractional_max_pool3d]
+# (public name, op): boolean-dispatch wrappers all report the same __name__, so ids use ours
+BOOLEAN_DISPATCH = {
+    name: getattr(F, name)
+    for name in ("max_pool1d", "max_pool2d", "max_pool3d", "adaptive_max_pool1d",
+                 "adaptive_max_pool2d", "adaptive_max_pool3d", "fractional_max_pool2d",
+                 "fractional_max_pool3d")
+}
 
 
-@pytest.mark.parametrize("op", BOOLEAN_DISPATCH, ids=lambda op: op.__name__ + str(id(op) % 97))
+@pytest.mark.parametrize("op", list(BOOLEAN_DISPATCH.values()), ids=list(BOOLEAN_DISPATCH))
 def test_boolean_dispatch_names_match_upstream(op):
     assert utils.remove_boolean_dispatch_from_name(op) == \
         upstream_utils.remove_boolean_dispatch_from_name(op)
