@@ -200,6 +200,11 @@ from fxquant.eager import (
     quantize_qat,
     swap_module,
 )
+from fxquant.serialization import (
+    FxquantFileError,
+    load,
+    save,
+)
 from fxquant.typing import (
     ObserverOrFakeQuantize,
 )
@@ -220,6 +225,7 @@ __all__ = [
     "FixedQParamsFakeQuantize",
     "FixedQParamsObserver",
     "FusedMovingAvgObsFakeQuantize",
+    "FxquantFileError",
     "Granularity",
     "HistogramObserver",
     "LearnableFakeQuantize",
@@ -367,6 +373,7 @@ __all__ = [
     "is_activation_post_process",
     "is_per_token_dynamic_qconfig",
     "is_reuse_input_qconfig",
+    "load",
     "load_observer_state_dict",
     "module_name_object_type_order_qconfig",
     "module_name_qconfig",
@@ -390,6 +397,7 @@ __all__ = [
     "quantize_dynamic",
     "quantize_qat",
     "resolve_qconfig",
+    "save",
     "swap_module",
     "weight_observer_range_neg_127_to_127",
 ]

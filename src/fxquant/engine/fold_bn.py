@@ -89,5 +89,10 @@ def _fold_pair(gm: GraphModule, producer: Node, bn: Node, is_linear: bool) -> No
         args = list(producer.args) + [None] * (3 - len(producer.args))
         args[2] = new_bias
         producer.args = tuple(args)
+    # the conv now computes what the batch norm did: it takes over the BN's identity
+    # (numeric-debug handle, provenance), so comparisons stay like for like
+    producer.meta["custom"] = {**producer.meta.get("custom", {}), **bn.meta.get("custom", {})}
+    if "from_node" in bn.meta:
+        producer.meta["from_node"] = bn.meta["from_node"]
     bn.replace_all_uses_with(producer)
     gm.graph.erase_node(bn)

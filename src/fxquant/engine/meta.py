@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 from torch.fx import Node
 
 __all__ = ["PORTED_META_KEYS", "port_meta"]
@@ -15,4 +17,5 @@ def port_meta(source: Node, *targets: Node) -> None:
     for target in targets:
         for key in PORTED_META_KEYS:
             if key in source.meta and key not in target.meta:
-                target.meta[key] = source.meta[key]
+                # a shallow copy: editing one node's metadata must not edit its siblings'
+                target.meta[key] = copy.copy(source.meta[key])

@@ -51,6 +51,17 @@ from fxquant.observers import (
     ZeroPointDomain,
     get_block_size,
 )
+from fxquant.pt2e._numeric_debugger import (
+    CUSTOM_KEY,
+    NUMERIC_DEBUG_HANDLE_KEY,
+    NodeAccuracySummary,
+    NodeSourceDebugInfo,
+    QuantizationComparisonResult,
+    compare_results,
+    extract_results_from_loggers,
+    generate_numeric_debug_handle,
+    prepare_for_propagation_comparison,
+)
 from fxquant.pt2e.export_utils import (
     allow_exported_model_train_eval,
     move_exported_model_to_eval,
@@ -65,7 +76,16 @@ from fxquant.typing import ObserverOrFakeQuantize
 FROM_NODE_KEY = "from_node"
 
 __all__ = [
+    "CUSTOM_KEY",
     "FROM_NODE_KEY",
+    "NUMERIC_DEBUG_HANDLE_KEY",
+    "NodeAccuracySummary",
+    "NodeSourceDebugInfo",
+    "QuantizationComparisonResult",
+    "compare_results",
+    "extract_results_from_loggers",
+    "generate_numeric_debug_handle",
+    "prepare_for_propagation_comparison",
     "AffineQuantizedObserverBase",
     "FakeQuantize",
     "FakeQuantizeBase",
