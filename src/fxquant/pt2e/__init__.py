@@ -68,6 +68,7 @@ from fxquant.pt2e.export_utils import (
     move_exported_model_to_train,
 )
 from fxquant.observers.base import _PartialWrapper as PartialWrapper
+from fxquant.pt2e.graph_utils import find_sequential_partitions
 from fxquant.pt2e.learnable_fake_quantize import disable_range_learning, enable_range_learning
 from fxquant.pt2e.quantizer.quantizer import ObserverOrFakeQuantizeConstructor
 from fxquant.typing import ObserverOrFakeQuantize
@@ -84,6 +85,7 @@ __all__ = [
     "QuantizationComparisonResult",
     "compare_results",
     "extract_results_from_loggers",
+    "find_sequential_partitions",
     "generate_numeric_debug_handle",
     "prepare_for_propagation_comparison",
     "AffineQuantizedObserverBase",

@@ -11,6 +11,15 @@ from fxquant.pt2e.quantizer.quantizer import (
     Quantizer,
     SharedQuantizationSpec,
 )
+from fxquant.pt2e.quantizer.quantization_config import (
+    OperatorConfig,
+    OperatorPatternType,
+    QuantizationConfig,
+    get_bias_qspec,
+    get_input_act_qspec,
+    get_output_act_qspec,
+    get_weight_qspec,
+)
 from fxquant.pt2e.quantizer.utils import get_module_name_filter
 
 __all__ = [
@@ -18,10 +27,17 @@ __all__ = [
     "DerivedQuantizationSpec",
     "EdgeOrNode",
     "FixedQParamsQuantizationSpec",
+    "OperatorConfig",
+    "OperatorPatternType",
+    "QuantizationConfig",
     "QuantizationAnnotation",
     "QuantizationSpec",
     "QuantizationSpecBase",
     "Quantizer",
     "SharedQuantizationSpec",
+    "get_bias_qspec",
+    "get_input_act_qspec",
     "get_module_name_filter",
+    "get_output_act_qspec",
+    "get_weight_qspec",
 ]
