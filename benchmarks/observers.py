@@ -3,8 +3,9 @@
     PYTHONPATH=src python benchmarks/observers.py
 
 Single-threaded (``torch.set_num_threads(1)``) so the numbers do not depend on how many
-cores are free. Every timing is the median of interleaved runs (ours, upstream, ours, ...),
-so a noisy neighbour slows both sides alike. Prints four tables:
+cores are free. Times are the CPU time of that one thread (``time.thread_time``), so that other
+processes on a busy machine do not count; each is the median over blocks of back-to-back
+calls, alternating ours and upstream's (see :func:`blocked`). Prints four tables:
 
 1. HistogramObserver time per ``forward`` on 1M-element activations (steady state: the same
    observer keeps seeing batches from the same distribution) and per ``calculate_qparams``.
@@ -62,43 +63,49 @@ class Timing:
         return self.upstream_us / self.ours_us
 
 
-def interleaved(ours: Callable[[], object], upstream: Callable[[], object], repeats: int) -> Timing:
-    """Median wall time of each callable, alternating between them."""
-    times: tuple[list[float], list[float]] = ([], [])
-    for _ in range(repeats):
-        for fn, sink in ((ours, times[0]), (upstream, times[1])):
-            start = time.perf_counter()
-            fn()
-            sink.append(time.perf_counter() - start)
-    return Timing(
-        ours_us=statistics.median(times[0]) * 1e6, upstream_us=statistics.median(times[1]) * 1e6
-    )
+@dataclass(frozen=True, kw_only=True)
+class Call:
+    """``prepare()`` does the untimed set-up of one call and returns the part to time."""
+
+    prepare: Callable[[], Callable[[], object]]
 
 
-def cycling_forward(observer: torch.nn.Module, batches: list[torch.Tensor]) -> Callable[[], object]:
-    """A callable feeding the observer the next batch (round robin) on each call."""
+def repeated(fn: Callable[[], object]) -> Call:
+    return Call(prepare=lambda: fn)
+
+
+def observing(observer: torch.nn.Module, batches: list[torch.Tensor], *, fresh: bool) -> Call:
+    """Calls feeding the observer the next batch (round robin). With ``fresh``, the batch is
+    first copied into one buffer (untimed), as a layer writes its output just before its
+    observer sees it: the data then sits in cache."""
+    out = torch.empty_like(batches[0])
     state = {"i": 0}
 
-    def step() -> object:
+    def prepare() -> Callable[[], object]:
         state["i"] += 1
-        return observer(batches[state["i"] % len(batches)])
+        batch = batches[state["i"] % len(batches)]
+        if not fresh:
+            return lambda: observer(batch)
+        torch.mul(batch, 1.0, out=out)
+        return lambda: observer(out)
 
-    return step
+    return Call(prepare=prepare)
 
 
-def fresh_forward(
-    ours: torch.nn.Module, upstream: torch.nn.Module, batches: list[torch.Tensor], repeats: int
-) -> Timing:
-    """Forward time on an activation written just before the call, as a layer's output is
-    (so it sits in cache); the write itself is not timed."""
-    out = torch.empty_like(batches[0])
+def blocked(ours: Call, upstream: Call, calls: int, blocks: int = 5) -> Timing:
+    """Median CPU time of each call's timed part over ``calls`` calls, made in ``blocks``
+    alternating blocks of back-to-back calls, each block after one untimed warm-up call: each
+    side in its steady state, while a drifting machine load affects both alike."""
     times: tuple[list[float], list[float]] = ([], [])
-    for i in range(repeats):
-        for observer, sink in ((ours, times[0]), (upstream, times[1])):
-            torch.mul(batches[i % len(batches)], 1.0, out=out)
-            start = time.perf_counter()
-            observer(out)
-            sink.append(time.perf_counter() - start)
+    per_block = max(calls // blocks, 1)
+    for _ in range(blocks):
+        for call, sink in ((ours, times[0]), (upstream, times[1])):
+            call.prepare()()  # warm-up, untimed: the other side's block just ran
+            for _ in range(per_block):
+                timed = call.prepare()
+                start = time.thread_time()
+                timed()
+                sink.append(time.thread_time() - start)
     return Timing(
         ours_us=statistics.median(times[0]) * 1e6, upstream_us=statistics.median(times[1]) * 1e6
     )
@@ -174,13 +181,15 @@ def histogram_speed(activations: dict[str, list[torch.Tensor]]) -> None:
     for name, batches in inputs.items():
         ours = calibrated(HistogramObserver, batches)
         upstream = calibrated(tq.HistogramObserver, batches)
-        fwd = fresh_forward(ours, upstream, batches, 40)
-        cq = interleaved(ours.calculate_qparams, upstream.calculate_qparams, 21)
+        fwd = blocked(
+            observing(ours, batches, fresh=True), observing(upstream, batches, fresh=True), 40
+        )
+        cq = blocked(repeated(ours.calculate_qparams), repeated(upstream.calculate_qparams), 30)
         rows.append([name, *_times(fwd), *_times(cq)])
     # the same observers fed 8 different tensors in turn (32 MB): none is in cache
     ours = calibrated(HistogramObserver, randn)
     upstream = calibrated(tq.HistogramObserver, randn)
-    cold = interleaved(cycling_forward(ours, randn), cycling_forward(upstream, randn), 40)
+    cold = blocked(observing(ours, randn, fresh=False), observing(upstream, randn, fresh=False), 40)
     rows.append(["randn 1.05M, 8 batches cycled (cold)", *_times(cold), "", "", ""])
     table(
         "HistogramObserver, time per call in us (median; the observed activation was just "
@@ -207,7 +216,7 @@ def histogram_qparams_speed(activations: dict[str, list[torch.Tensor]]) -> None:
     for name, batches in activations.items():
         ours = calibrated(HistogramObserver, batches)
         upstream = calibrated(tq.HistogramObserver, batches)
-        cq = interleaved(ours.calculate_qparams, upstream.calculate_qparams, 5)
+        cq = blocked(repeated(ours.calculate_qparams), repeated(upstream.calculate_qparams), 10)
         total[0] += cq.ours_us
         total[1] += cq.upstream_us
         rows.append([name, f"{cq.ours_us:,.0f}", f"{cq.upstream_us:,.0f}", f"{cq.speedup:.1f}x"])
@@ -291,7 +300,9 @@ def minmax_overhead() -> None:
     for observer, data_name, ours_cls, up_cls, kwargs, batches in cases:
         ours = calibrated(partial(ours_cls, **kwargs), batches)
         upstream = calibrated(partial(up_cls, **kwargs), batches)
-        fwd = interleaved(cycling_forward(ours, batches), cycling_forward(upstream, batches), 40)
+        fwd = blocked(
+            observing(ours, batches, fresh=False), observing(upstream, batches, fresh=False), 40
+        )
         rows.append(
             [
                 observer,
@@ -311,7 +322,10 @@ def minmax_overhead() -> None:
 def main() -> None:
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore")  # upstream's deprecation notices
-    print("fxquant observers vs torch.ao.quantization; torch", torch.__version__, "- single thread")
+    print(
+        f"fxquant observers vs torch.ao.quantization; torch {torch.__version__}; single thread, "
+        "times are that thread's CPU time"
+    )
     model = efficientnet_lite0()
     calibration = capture(model, imagenet_photos(8, split="calibration"), batch=2)
     holdout = capture(model, imagenet_photos(8, split="holdout"), batch=2)

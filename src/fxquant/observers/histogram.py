@@ -54,7 +54,7 @@ _EXACT_NUMEL = 1 << 16
 _SAMPLE_SIZE = 1 << 13
 # Extremes are taken over groups of _GROUP_LEN elements spaced _GROUP_STRIDE apart, so that
 # values clustered in memory (a hot channel, a bright region) land in different groups.
-_GROUP_LEN = 64
+_GROUP_LEN = 128
 _GROUP_STRIDE = 256
 # Values beyond the _TAIL_RANK-th most extreme sampled value on each side (about _TAIL_RANK
 # sampling strides' worth) are counted exactly from the group extremes.
@@ -74,8 +74,8 @@ def _prime_at_least(n: int) -> int:
 def _group_extremes(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Maxima and minima of interleaved groups covering every element of flat ``x``.
 
-    Groups: ``x[g*64*256 + j*256 + c]`` for ``j = 0..63`` (one group per ``(g, c)``); what is
-    left over is grouped the same way with a smaller spacing, and the last < 64 elements are
+    Groups: ``x[g*128*256 + j*256 + c]`` for ``j = 0..127`` (one group per ``(g, c)``); what is
+    left over is grouped the same way with a smaller spacing, and the last < 128 elements are
     their own groups.
     """
     n = x.numel()
@@ -112,8 +112,8 @@ def _sampled_histogram(
     The tails decide how much to clip, and a sample sees too few of their values, so they are
     counted exactly: beyond the ``_TAIL_RANK``-th largest sampled value ``t`` lie about
     ``_TAIL_RANK`` strides' worth of values, each the maximum of its group unless two share a
-    group (a few percent: groups are many and interleaved; :func:`_collision_factor` corrects
-    for them). So the bins above ``t``'s bin are counted from the group maxima, likewise at the
+    group (a few percent: groups are many and interleaved; :func:`_uncollide` corrects for
+    them). So the bins above ``t``'s bin are counted from the group maxima, likewise at the
     bottom, and the sample stands for the rest::
 
         histogram = tails + sample_histogram[between] * (n - tail_count) / sample_count[between]
@@ -133,23 +133,27 @@ def _sampled_histogram(
     tails = torch.histc(torch.cat([upper, lower]), bins, min=lo, max=hi)
     tails[b_lo : b_hi + 1] = 0.0  # values on a bin edge may land on either side
     groups = group_max.numel()
-    tails[b_hi + 1 :] *= _collision_factor(upper.numel(), groups)
-    tails[:b_lo] *= _collision_factor(lower.numel(), groups)
+    if upper.numel():
+        tails[b_hi + 1 :] = _uncollide(tails[b_hi + 1 :].flip(0), groups).flip(0)
+    if lower.numel():
+        tails[:b_lo] = _uncollide(tails[:b_lo], groups)
     hist[:b_lo] = 0.0
     hist[b_hi + 1 :] = 0.0
     body = float(hist.sum())
     return tails.add_(hist, alpha=(n - float(tails.sum())) / body)
 
 
-def _collision_factor(hit: int, groups: int) -> float:
-    """Values per group extreme when ``hit`` of ``groups`` groups hold tail values.
+def _uncollide(counts: torch.Tensor, groups: int) -> torch.Tensor:
+    """Tail counts of group extremes, ordered from the most extreme bin inwards, corrected for
+    values hidden by a larger one in the same group.
 
-    ``t`` values spread at random over ``groups`` groups hit ``groups * (1 - exp(-t/groups))``
-    of them on average; inverting that gives ``t`` from the groups hit.
+    ``t`` values spread at random over ``groups`` groups show up as the extremes of
+    ``groups * (1 - exp(-t / groups))`` of them on average; inverting that for the cumulative
+    counts from the outside in gives the values up to each bin (the most extreme ones are
+    never hidden).
     """
-    if hit == 0 or hit >= groups:
-        return 1.0
-    return -groups * math.log1p(-hit / groups) / hit
+    hit = counts.cumsum(0).div_(groups).clamp_(max=1.0 - 1.0 / groups)
+    return torch.diff(hit.neg_().log1p_().mul_(-groups), prepend=hit.new_zeros(1))
 
 
 def _batch_histogram(
@@ -218,6 +222,8 @@ def _rebin(
 _SPIKE_RATIO = 2.5
 _SPIKE_REACH = 4
 _SPIKE_SHARE = 4096.0
+
+_INVERSE_ORDERS = torch.tensor([1.0, 1.0 / 2.0, 1.0 / 3.0], dtype=_F64)  # 1 / (k+1)
 
 
 def _excess(counts: list[float], i: int, total: float) -> float:
@@ -289,17 +295,13 @@ class _ErrorModel:
             h[-1] -= masses.high
         w = (hi - lo) / bins
         edges = torch.linspace(lo, hi, bins + 1, dtype=_F64)
-        # x^(k+1) at the edges, k = 0, 1, 2
-        powers = torch.empty(3, bins + 1, dtype=_F64)
-        torch.mul(edges, edges, out=powers[1])
-        torch.mul(powers[1], edges, out=powers[2])
-        powers[0] = edges
-        # rho_k = rho / (k+1); a bin's k-th moment is rho_k * (power at right - power at left)
-        rho = torch.outer(torch.tensor([1.0, 0.5, 1.0 / 3.0], dtype=_F64), h / w)
+        powers = torch.stack([edges, edges * edges, edges * edges * edges])  # x^(k+1)
+        rho = torch.outer(_INVERSE_ORDERS, h / w)  # rho_k = rho / (k+1)
+        # C_k at each bin's left edge (rho_k times the power's rise over earlier bins)
+        at_left = torch.nn.functional.pad((rho * powers.diff(dim=1)).cumsum(1), (1, 0))
         coef = torch.zeros(6, bins + 2, dtype=_F64)  # rows a0 a1 a2 rho0 rho1 rho2
-        # C_k at each bin's left edge, and from the top of the range up (column bins + 1)
-        coef[:3, 2:] = (rho * powers.diff(dim=1)).cumsum(1)
-        coef[:3, 1:-1] -= rho * powers[:, :-1]
+        torch.addcmul(at_left[:, :-1], rho, powers[:, :-1], value=-1.0, out=coef[:3, 1:-1])
+        coef[:3, -1] = at_left[:, -1]  # from the top of the range up: the totals
         coef[3:, 1:-1] = rho
         # point masses m at the ends contribute m * end**k from there on
         if masses.low:
@@ -307,7 +309,7 @@ class _ErrorModel:
         if masses.high:
             coef[:3, -1:] += torch.tensor([[1.0], [hi], [hi * hi]], dtype=_F64) * masses.high
         self.coef = coef
-        self.total = coef[:3, -1, None, None].clone()  # (3, 1, 1), broadcasts over grids
+        self.total = coef[:3, -1].tolist()
         self.lo, self.inv_w, self.bins = lo, 1.0 / w, bins
         self.end_masses = [(x, m) for x, m in ((lo, masses.low), (hi, masses.high)) if m > 0]
 
@@ -322,22 +324,27 @@ class _ErrorModel:
 
 
 def _grid_errors(model: _ErrorModel, s: torch.Tensor, z: torch.Tensor, levels: int) -> torch.Tensor:
-    """Expected squared error ``E[k, r]`` of the grid with step ``s[k]`` and offset ``z[k, r]``."""
+    """Expected squared error ``E[k, r]`` of the grid with step ``s[k]`` and offset ``z[k, r]``.
+
+    With ``g`` an end point of the grid and ``x`` the limit of its cell (``g0 + s/2`` at the
+    bottom, ``g1 - s/2`` at the top), ``F(x, g) = C2(x) - 2 g C1(x) + g^2 C0(x)`` sums
+    ``(t - g)^2`` over the values below ``x``. So::
+
+        lowest cell  = F(x0, g0)
+        highest cell = (T2 - 2 g1 T1 + g1^2 T0) - F(x1, g1)      (T_k: totals)
+        interior     = s^2 / 12 * (C0(x1) - C0(x0))
+    """
     g0 = z * -s[:, None]
     half = (0.5 * s)[:, None]
     g1 = g0 + ((levels - 1) * s)[:, None]
-    # the lowest cell is x < g0 + s/2 and rounds to g0; the highest x >= g1 - s/2, to g1
     ends = torch.stack([g0, g1])
-    limits = ends + torch.stack([half, -half])
-    moments = model.at(limits)  # (3, 2, K, Z): C_k at the limits
-    moments[:, 1].neg_().add_(model.total)  # the highest cell: totals minus C_k
-    interior = model.total[0] - moments[0, 0] - moments[0, 1]
-    # a cell's sum of (x - g)^2 = M2 - 2 g M1 + g^2 M0, with M_k its moments
-    m1 = torch.addcmul(moments[1], ends, moments[0], value=-0.5)
-    cells = torch.addcmul(moments[2], ends, m1, value=-2.0)
-    # interior: s^2 / 12 per value ...
-    errors = torch.addcmul(cells[0] + cells[1], interior, half * half, value=1.0 / 3.0)
-    # ... except a point mass m at x, which is off its grid point by d = x - s round(x / s)
+    limits = torch.stack([g0 + half, g1 - half])
+    c0, c1, c2 = model.at(limits)  # each (2, K, Z)
+    f = torch.addcmul(c2, ends, torch.addcmul(c1, ends, c0, value=-0.5), value=-2.0)
+    t0, t1, t2 = model.total
+    errors = torch.addcmul(f[0] - f[1], g1, g1 * t0 - 2.0 * t1).add_(t2)
+    errors.addcmul_(c0[1] - c0[0], half * half, value=1.0 / 3.0)
+    # a point mass m at x in the interior is off its grid point by d = x - s round(x / s)
     for x, m in model.end_masses:
         d = x - s * (x / s).round()
         inside = (limits[0] <= x) & (limits[1] > x)
@@ -603,9 +610,6 @@ class HistogramObserver(UniformQuantizationObserverBase):
         self.min_val.fill_(lo)
         self.max_val.fill_(hi)
 
-    def _is_empty(self) -> bool:
-        return bool(self.min_val == float("inf")) or bool(self.max_val == float("-inf"))
-
     def reset_min_max_vals(self) -> None:
         """Forget everything observed (back to the state before any data)."""
         self.histogram.zero_()
@@ -617,14 +621,14 @@ class HistogramObserver(UniformQuantizationObserverBase):
     def calculate_qparams(self) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]  # no kwargs
         """Scale and zero point of the grid with the least expected L2 error over the
         histogram; ``(1.0, 0)`` with a warning before any data."""
-        if self._is_empty():
+        lo, hi = float(self.min_val), float(self.max_val)
+        if lo == math.inf or hi == -math.inf:  # no data yet: the base class warns
             return self._calculate_qparams(self.min_val, self.max_val)
         if self.histogram.numel() != self.bins:
             raise ValueError(
                 f"HistogramObserver has {self.histogram.numel()} histogram bins but was built "
                 f"with bins={self.bins}; load a state dict saved with the same number of bins"
             )
-        lo, hi = float(self.min_val), float(self.max_val)
         if lo == hi or float(self.histogram.sum()) <= 0.0:
             return self._calculate_qparams(self.min_val, self.max_val)
         family = self._grid_family()
