@@ -62,6 +62,7 @@ from fxquant.pt2e._numeric_debugger import (
     generate_numeric_debug_handle,
     prepare_for_propagation_comparison,
 )
+from fxquant.pt2e.capture import CaptureError, capture
 from fxquant.pt2e.export_utils import (
     allow_exported_model_train_eval,
     move_exported_model_to_eval,
@@ -78,6 +79,7 @@ FROM_NODE_KEY = "from_node"
 
 __all__ = [
     "CUSTOM_KEY",
+    "CaptureError",
     "FROM_NODE_KEY",
     "NUMERIC_DEBUG_HANDLE_KEY",
     "NodeAccuracySummary",
@@ -120,6 +122,7 @@ __all__ = [
     "UniformQuantizationObserverBase",
     "ZeroPointDomain",
     "allow_exported_model_train_eval",
+    "capture",
     "default_dynamic_fake_quant",
     "default_fake_quant",
     "default_fixed_qparams_range_0to1_fake_quant",
