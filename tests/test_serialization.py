@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from pt2e_helpers import ConvBnReLUNet, FnQuantizer, annotate_conv_linear, op_counts
+from pt2e_helpers import ConvBnReLUNet, FnQuantizer, annotate_conv_linear, export, op_counts
 from torch.export import ExportedProgram
 
 from fxquant.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
@@ -320,3 +320,13 @@ def test_shape_guard_allow_list(guard, safe):
     from fxquant.serialization import _is_shape_guard
 
     assert _is_shape_guard(guard) is safe
+
+
+def test_example_inputs_given_as_views_do_not_store_their_base(tmp_path):
+    """A slice of a big batch must not drag the whole batch into the file."""
+    model = torch.nn.Linear(16, 4).eval()
+    big = torch.randn(10_000, 16)  # 640 kB of data
+    save(export(model, big[:2]), tmp_path / "small.fxq", example_inputs=(big[:2],))
+    assert (tmp_path / "small.fxq").stat().st_size < 200_000
+    out = load(tmp_path / "small.fxq")(big[:2])
+    assert torch.equal(out, model(big[:2]))

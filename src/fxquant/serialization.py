@@ -108,7 +108,11 @@ def save(model: nn.Module | ExportedProgram, path: str | os.PathLike[str], *,
         program, kind = model, "exported_program"
     elif isinstance(model, nn.Module):
         inputs = example_inputs if example_inputs is not None else _inputs_from_placeholders(model)
-        program, kind = torch.export.export(_private_copy(model), tuple(inputs)), "graph_module"
+        # compact copies: a view (e.g. data[:8]) would otherwise store its whole base tensor
+        inputs = pytree.tree_map(
+            lambda t: t.detach().clone() if isinstance(t, torch.Tensor) else t, tuple(inputs)
+        )
+        program, kind = torch.export.export(_private_copy(model), inputs), "graph_module"
     else:
         raise TypeError(f"fxquant.save expects an nn.Module or an ExportedProgram, got {type(model).__name__}")
     buffer = io.BytesIO()
