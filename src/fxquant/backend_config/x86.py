@@ -55,17 +55,23 @@ def get_x86_backend_config() -> BackendConfig:
         >>> get_x86_backend_config().name
         'x86'
     """
+    return server_cpu_backend_config("x86", binary_and_fixed_qparams=x86_weighted_op_int8_dtype_config)
+
+
+def server_cpu_backend_config(name: str, *, binary_and_fixed_qparams: DTypeConfig) -> BackendConfig:
+    """The pattern table shared by the x86 and fbgemm backends; they differ (as upstream's do)
+    only in the dtype config of binary and fixed-qparams ops."""
     quint8_ops = [x86_default_op_quint8_dtype_config]
     dynamic = [x86_default_dynamic_int8_dtype_config, x86_default_dynamic_float16_dtype_config]
     weight_only = [x86_weight_only_quint8_dtype_config, x86_weight_only_quint4x2_dtype_config]
     return (
-        BackendConfig("x86")
+        BackendConfig(name)
         .set_backend_pattern_configs(_get_conv_configs([x86_weighted_op_int8_dtype_config]))
         .set_backend_pattern_configs(_get_linear_configs([x86_weighted_op_int8_dtype_config, *dynamic]))
-        .set_backend_pattern_configs(_get_binary_op_configs([x86_weighted_op_int8_dtype_config]))
+        .set_backend_pattern_configs(_get_binary_op_configs([binary_and_fixed_qparams]))
         .set_backend_pattern_config(_get_cat_config(quint8_ops))
         .set_backend_pattern_configs(_get_default_op_configs(quint8_ops))
-        .set_backend_pattern_configs(_get_fixed_qparams_op_configs([x86_weighted_op_int8_dtype_config]))
+        .set_backend_pattern_configs(_get_fixed_qparams_op_configs([binary_and_fixed_qparams]))
         .set_backend_pattern_configs(_get_share_qparams_op_configs(quint8_ops))
         .set_backend_pattern_configs(_get_tensor_info_op_configs(quint8_ops))
         .set_backend_pattern_configs(_get_bn_configs(quint8_ops))
