@@ -36,6 +36,7 @@ __all__ = [
     "InvalidRangeError",
     "choose_qparams",
     "check_finite_range",
+    "symmetric_zero_point",
 ]
 
 SYMMETRIC_QSCHEMES = frozenset({torch.per_tensor_symmetric, torch.per_channel_symmetric})
@@ -72,7 +73,8 @@ def check_finite_range(min_val: torch.Tensor, max_val: torch.Tensor) -> None:
         )
 
 
-def _symmetric_zero_point(dtype: torch.dtype, quant_min: int, quant_max: int, custom: bool) -> int:
+def symmetric_zero_point(dtype: torch.dtype, quant_min: int, quant_max: int, custom: bool) -> int:
+    """The zero point of symmetric quantization to ``dtype`` over ``[quant_min, quant_max]``."""
     # Truth table (upstream semantics):
     #   signed dtypes            -> 0
     #   uint8/quint8, default    -> 128
@@ -113,7 +115,7 @@ def choose_qparams(
     if qscheme in SYMMETRIC_QSCHEMES:
         amax = torch.maximum(-min_val_neg, max_val_pos)
         scale = torch.maximum(amax / (span / 2), eps_t)
-        zp = _symmetric_zero_point(dtype, quant_min, quant_max, has_customized_qrange)
+        zp = symmetric_zero_point(dtype, quant_min, quant_max, has_customized_qrange)
         zero_point = torch.full_like(scale, zp, dtype=torch.int64)
     elif qscheme == torch.per_channel_affine_float_qparams:
         scale = (max_val - min_val) / span

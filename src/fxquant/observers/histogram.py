@@ -33,7 +33,7 @@ from typing import Any
 import torch
 
 from fxquant.numerics.dtypes import is_float_qdtype
-from fxquant.numerics.qparams import SYMMETRIC_QSCHEMES, choose_qparams
+from fxquant.numerics.qparams import SYMMETRIC_QSCHEMES, symmetric_zero_point
 from fxquant.observers.base import (
     UniformQuantizationObserverBase,
     check_finite_minmax,
@@ -467,21 +467,6 @@ def _search_grid(
     return best[1], best[2]
 
 
-@lru_cache(maxsize=32)
-def _symmetric_zero_point(dtype: torch.dtype, quant_min: int, quant_max: int, custom: bool) -> int:
-    """The zero point symmetric quantization uses for this range (the same for every scale)."""
-    _, zero_point = choose_qparams(
-        torch.tensor(-1.0),
-        torch.tensor(1.0),
-        quant_min=quant_min,
-        quant_max=quant_max,
-        dtype=dtype,
-        qscheme=torch.per_tensor_symmetric,
-        has_customized_qrange=custom,
-    )
-    return int(zero_point)
-
-
 # ---------------------------------------------------------------------------------------------
 # the observer
 # ---------------------------------------------------------------------------------------------
@@ -643,7 +628,7 @@ class HistogramObserver(UniformQuantizationObserverBase):
     def _grid_family(self) -> _GridFamily:
         levels = self.quant_max - self.quant_min + 1
         if self.qscheme in SYMMETRIC_QSCHEMES:
-            zero_point = _symmetric_zero_point(
+            zero_point = symmetric_zero_point(
                 self.dtype, self.quant_min, self.quant_max, self.has_customized_qrange
             )
             z = zero_point - self.quant_min
