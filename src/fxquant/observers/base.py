@@ -8,6 +8,7 @@ An observer is an ``nn.Module`` that records statistics of the tensors passing t
 
 from __future__ import annotations
 
+import math
 import warnings
 from abc import ABC, abstractmethod
 from functools import partial
@@ -123,7 +124,11 @@ def check_finite_minmax(observer: nn.Module, min_val: torch.Tensor, max_val: tor
     Checking the reduced range (not every element) keeps the cost to a few scalars: NaN
     propagates through min/max and Inf shows up as the extreme.
     """
-    if bool(torch.isfinite(min_val).all()) and bool(torch.isfinite(max_val).all()):
+    if min_val.numel() == 1 and max_val.numel() == 1:
+        # per-tensor ranges: two Python floats are far cheaper than two tensor reductions
+        if math.isfinite(float(min_val)) and math.isfinite(float(max_val)):
+            return
+    elif bool(torch.isfinite(min_val).all()) and bool(torch.isfinite(max_val).all()):
         return
     raise NonFiniteInputError(
         f"{type(observer).__name__} observed a tensor containing NaN or Inf "
