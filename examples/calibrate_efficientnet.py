@@ -46,11 +46,6 @@ except ImportError:  # progress bars are an optional extra
         return it
 
 
-def sqnr_db(ref: torch.Tensor, out: torch.Tensor) -> float:
-    noise = (ref - out).pow(2).sum().clamp_min(1e-30)
-    return float(10 * torch.log10(ref.pow(2).sum() / noise))
-
-
 @dataclass
 class Site:
     """One quantizable layer: its observers and, after calibration, its qparams."""
@@ -154,10 +149,10 @@ def main() -> None:
         for method, obs in site.observers.items():
             scale, zp = obs.calculate_qparams()
             row[f"{method}_scale"], row[f"{method}_zp"] = float(scale), int(zp)
-            row[f"{method}_sqnr"] = sqnr_db(act, fake_quant_activation(act, obs))
+            row[f"{method}_sqnr"] = sqnr(act, fake_quant_activation(act, obs))
         ws, wz = site.weight_observer.calculate_qparams()
         w = site.module.weight.detach()
-        row["weight_sqnr_per_channel"] = sqnr_db(
+        row["weight_sqnr_per_channel"] = sqnr(
             w, fake_quantize_per_channel(w, ws, wz.to(torch.int32), 0, -128, 127))
         rows.append(row)
 
@@ -185,8 +180,8 @@ def main() -> None:
     summary = {}
     for label, (method, weights) in variants.items():
         logits = simulate_int8(model, sites, method, holdout, weights=weights)
-        agree = float((logits.argmax(-1) == float_logits.argmax(-1)).float().mean())
-        summary[label] = {"top1_agreement": agree, "logits_sqnr_db": sqnr_db(float_logits, logits)}
+        agree = top1_agreement(float_logits, logits)
+        summary[label] = {"top1_agreement": agree, "logits_sqnr_db": sqnr(float_logits, logits)}
     print("\nSimulated int8 at every conv/linear (per-channel int8 weights, uint8 inputs), "
           f"on {args.holdout} held-out crops:")
     for label, s in summary.items():

@@ -6,14 +6,8 @@ import warnings
 
 import torch
 
-
-def sqnr_db(ref: torch.Tensor, out: torch.Tensor) -> float:
-    """Signal-to-quantization-noise ratio of ``out`` against ``ref``, in dB."""
-    noise = (ref.float() - out.float()).pow(2).sum()
-    signal = ref.float().pow(2).sum()
-    if noise == 0:
-        return float("inf")
-    return float(10 * torch.log10(signal / noise))
+# signal-to-quantization-noise ratio of ``out`` against ``ref``, in dB
+from fxquant.metrics import sqnr as sqnr_db
 
 
 def assert_sqnr(ref: torch.Tensor, out: torch.Tensor, *, min_db: float) -> None:

@@ -17,6 +17,7 @@ from fxquant.observers import (
     PlaceholderObserver,
     is_activation_post_process,
 )
+from fxquant.observers.base import range_is_uninitialized
 
 __all__ = ["QuantizeDecision", "checked_qparams", "decide", "has_statistics", "is_observer_module"]
 
@@ -55,9 +56,7 @@ def has_statistics(module: nn.Module) -> bool:
         return all(has_statistics(o) for o in obs.obs_or_fqs)
     min_val, max_val = getattr(obs, "min_val", None), getattr(obs, "max_val", None)
     if isinstance(min_val, torch.Tensor) and isinstance(max_val, torch.Tensor):
-        if min_val.numel() == 0:
-            return False
-        return not bool((min_val == float("inf")).all() and (max_val == float("-inf")).all())
+        return not range_is_uninitialized(min_val, max_val)
     return True
 
 

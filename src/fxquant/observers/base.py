@@ -31,6 +31,7 @@ __all__ = [
     "QuantizationWarning",
     "UniformQuantizationObserverBase",
     "check_finite_minmax",
+    "range_is_uninitialized",
     "warn_empty_input",
 ]
 
@@ -229,7 +230,7 @@ class UniformQuantizationObserverBase(ObserverBase):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Scale and zero point for the range, or ``(1.0, 0)`` with a warning if the
         observer has seen no data yet (so a forgotten calibration is visible)."""
-        if _is_uninitialized(min_val, max_val):
+        if range_is_uninitialized(min_val, max_val):
             warnings.warn(
                 f"{type(self).__name__}.calculate_qparams() was called before the observer "
                 "saw any data; returning scale=1.0, zero_point=0. Run calibration data through "
@@ -254,7 +255,8 @@ class UniformQuantizationObserverBase(ObserverBase):
         raise NotImplementedError(f"{type(self).__name__} cannot reset its min/max values")
 
 
-def _is_uninitialized(min_val: torch.Tensor, max_val: torch.Tensor) -> bool:
+def range_is_uninitialized(min_val: torch.Tensor, max_val: torch.Tensor) -> bool:
+    """True for a range no data has set yet (empty, or still at its (+inf, -inf) start)."""
     if min_val.numel() == 0 or max_val.numel() == 0:
         return True
     # MinMax observers start at (+inf, -inf); per-channel ones start empty.
