@@ -352,3 +352,194 @@ def test_string_padding_overload_is_rewritten_and_folded():
     fold_conv_bn_qat(gm)
     assert not nodes(gm, A.batch_norm.default)
     torch.testing.assert_close(gm(x), model.eval()(x), atol=2e-5, rtol=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------
+# transposed convs: the weight is (C_in, C_out / groups, *k), output channels along axis 1
+
+TRANSPOSED_OPS = (A.conv_transpose1d.default, A.conv_transpose2d.input, A.conv_transpose3d.input)
+WEIGHT_FQ_AXIS1 = QuantizationSpec(
+    dtype=torch.int8, quant_min=-127, quant_max=127, qscheme=torch.per_channel_symmetric, ch_axis=1,
+    observer_or_fake_quant_ctr=FakeQuantize.with_args(
+        observer=MovingAveragePerChannelMinMaxObserver, ch_axis=1),
+)
+
+
+@dataclass(frozen=True)
+class TCase:
+    dims: int
+    groups: int
+    bias: bool
+    relu: bool
+    eps: float = 1e-5
+
+
+T_CASES = [
+    TCase(2, groups=1, bias=True, relu=True),
+    TCase(2, groups=1, bias=False, relu=False, eps=1e-3),
+    TCase(2, groups=2, bias=True, relu=True),
+    TCase(2, groups=3, bias=False, relu=True),
+    TCase(1, groups=1, bias=True, relu=False),
+    TCase(3, groups=2, bias=True, relu=False),
+]
+T_IDS = [f"convT{c.dims}d-g{c.groups}-{'bias' if c.bias else 'nobias'}{'-relu' if c.relu else ''}"
+         for c in T_CASES]
+
+
+class ConvTransposeBn(nn.Module):
+    """6 -> 6 channels; with groups > 1 each group's weight block holds several output
+    channels (C_out / groups = 3 or 2), so a wrong layout of ``s`` cannot pass by accident."""
+
+    def __init__(self, case: TCase) -> None:
+        super().__init__()
+        conv = {1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}[case.dims]
+        bn = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}[case.dims]
+        self.conv = conv(6, 6, 3, stride=2, padding=1, output_padding=1, groups=case.groups,
+                         bias=case.bias)
+        self.bn = bn(6, eps=case.eps)
+        self.relu = case.relu
+        with torch.no_grad():
+            self.bn.weight.uniform_(0.5, 1.5)
+            self.bn.bias.uniform_(-0.5, 0.5)
+            self.bn.running_mean.uniform_(-0.3, 0.3)
+            self.bn.running_var.uniform_(0.5, 2.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.bn(self.conv(x))
+        return torch.relu(y) if self.relu else y
+
+
+def _t_input(case: TCase, batch: int = 4) -> torch.Tensor:
+    return torch.randn(batch, 6, *([4] * case.dims))
+
+
+def _hand_scaled_weight(weight: torch.Tensor, s: torch.Tensor, groups: int) -> torch.Tensor:
+    """W[i, j] * s[output channel of (i, j)], element by element."""
+    c_in, c_out_g = weight.shape[:2]
+    out = torch.empty_like(weight)
+    for i in range(c_in):
+        for j in range(c_out_g):
+            out[i, j] = weight[i, j] * s[(i // (c_in // groups)) * c_out_g + j]
+    return out
+
+
+def annotate_qat_conv_transposes(gm: GraphModule) -> None:
+    for n in gm.graph.nodes:
+        if n.op != "call_function" or n.target not in TRANSPOSED_OPS:
+            continue
+        annotate_input_qspec_map(n, n.args[0], ACT_FQ)
+        annotate_input_qspec_map(n, n.args[1], WEIGHT_FQ_AXIS1)
+        out = qat_conv_bn_output(n) or n
+        users = list(out.users)
+        if len(users) == 1 and users[0].target == A.relu.default:
+            out = users[0]
+        annotate_output_qspec(out, ACT_FQ)
+
+
+@pytest.mark.parametrize("case", T_CASES, ids=T_IDS)
+def test_transposed_rewrite_scales_the_weight_along_its_output_channels(case):
+    model = ConvTransposeBn(case).train()
+    x = _t_input(case)
+    gm = rewrite_conv_bn_for_qat(_export_train(model, x))
+    gm.graph.lint()
+    (conv,) = [n for n in gm.graph.nodes if n.target in TRANSPOSED_OPS]
+    (bn,) = nodes(gm, A.batch_norm.default)
+    assert qat_conv_bn_output(conv) is bn
+    assert conv.args[1].target == A.mul.Tensor and conv.args[1].args[0].target == "conv.weight"
+    assert (conv.args[2] is None) != case.bias
+    # the weight the conv sees, evaluated in the graph, is W * s laid out by hand
+    s = (model.bn.weight / torch.sqrt(model.bn.running_var + case.eps)).detach()
+    expected = _hand_scaled_weight(model.conv.weight.detach(), s, case.groups)
+    seen = {}
+
+    class Probe(torch.fx.Interpreter):
+        def run_node(self, n):
+            result = super().run_node(n)
+            if n is conv.args[1]:
+                seen["w"] = result
+            return result
+
+    out = Probe(gm).run(x)
+    torch.testing.assert_close(seen["w"], expected, atol=0, rtol=1e-6)
+    # the first call ran in train mode: same output as the float model on batch statistics
+    torch.testing.assert_close(out, model(x), atol=3e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("case", [T_CASES[0], T_CASES[2]], ids=[T_IDS[0], T_IDS[2]])
+def test_transposed_rewrite_matches_float_training(case):
+    model = ConvTransposeBn(case).train()
+    x = _t_input(case)
+    gm = rewrite_conv_bn_for_qat(_export_train(model, x))
+    target = torch.randn_like(copy.deepcopy(model)(x))
+    nn.functional.mse_loss(model(x), target).backward()
+    nn.functional.mse_loss(gm(x), target).backward()
+    for name in ("conv.weight", "bn.weight", "bn.bias") + (("conv.bias",) if case.bias else ()):
+        got, want = gm.get_parameter(name).grad, model.get_parameter(name).grad
+        assert got is not None and got.abs().sum() > 0, name
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4, msg=name)
+    torch.testing.assert_close(gm.bn.running_mean, model.bn.running_mean, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(gm.bn.running_var, model.bn.running_var, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("case", T_CASES, ids=T_IDS)
+def test_transposed_qat_trains_converts_and_matches_the_qat_model(case):
+    from fxquant.pt2e.quantize_pt2e import convert_pt2e
+
+    model = ConvTransposeBn(case)
+    x = _t_input(case, batch=8)
+    gm = prepare_qat_pt2e(_export_train(model, x), FnQuantizer(annotate_qat_conv_transposes))
+    opt = torch.optim.SGD(gm.parameters(), lr=0.05)
+    target = torch.randn_like(model(x))
+    weight_before = gm.get_parameter("conv.weight").detach().clone()
+    for _ in range(4):
+        opt.zero_grad()
+        nn.functional.mse_loss(gm(torch.randn_like(x)), target).backward()
+        opt.step()
+    assert not torch.equal(gm.get_parameter("conv.weight"), weight_before)  # it trained
+    move_exported_model_to_eval(gm)
+    gm.apply(disable_observer)
+    bn = gm.get_submodule("bn")
+    s = (bn.weight / torch.sqrt(bn.running_var + case.eps)).detach()
+    expected_weight = _hand_scaled_weight(gm.get_parameter("conv.weight").detach(), s, case.groups)
+    qat_out = gm(x)
+    step = _output_scale(gm)
+
+    q = convert_pt2e(gm, fold_quantize=False)
+    q.graph.lint()
+    assert not nodes(q, A.batch_norm.default)
+    (conv,) = [n for n in q.graph.nodes if n.target in TRANSPOSED_OPS]
+    w_q = conv.args[1].args[0]
+    assert w_q.target == QD.quantize_per_channel.default and w_q.args[3] == 1  # axis 1
+    torch.testing.assert_close(q.get_parameter(w_q.args[0].target), expected_weight, atol=0, rtol=1e-6)
+    out = q(x)
+    assert (out - qat_out).abs().max() <= step * 1.001  # within one quantization step
+    assert_sqnr(qat_out, out, min_db=35)
+
+
+@pytest.mark.parametrize("groups", [1, 2], ids=["g1", "g2"])
+def test_xnnpack_qat_conv_transpose_bn_relu_converts_within_a_step(groups):
+    from fxquant.pt2e.quantize_pt2e import convert_pt2e
+    from fxquant.pt2e.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer,
+        get_symmetric_quantization_config,
+    )
+
+    model = nn.Sequential(
+        nn.Conv2d(3, 6, 3), nn.ConvTranspose2d(6, 6, 3, stride=2, groups=groups), nn.BatchNorm2d(6), nn.ReLU()
+    )
+    x = torch.randn(8, 3, 6, 6)
+    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_qat=True))
+    gm = prepare_qat_pt2e(_export_train(model, x), quantizer)
+    assert len(nodes(gm, A.batch_norm.default)) == 1 and nodes(gm, A.mul.Tensor)  # rewritten
+    opt = torch.optim.SGD(gm.parameters(), lr=0.01)
+    for _ in range(3):
+        opt.zero_grad()
+        gm(torch.randn_like(x)).square().mean().backward()
+        opt.step()
+    move_exported_model_to_eval(gm)
+    gm.apply(disable_observer)
+    qat_out = gm(x)
+    step = _output_scale(gm)
+    q = convert_pt2e(gm)
+    assert not nodes(q, A.batch_norm.default)
+    assert (q(x) - qat_out).abs().max() <= step * 1.001

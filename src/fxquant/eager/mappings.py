@@ -237,7 +237,7 @@ def _tables() -> _Tables:
         dynamic=_dynamic_table(),
         embedding_qat=_embedding_qat_table(),
         embedding_qat_to_quantized=_embedding_qat_to_quantized_table(),
-        no_observer=frozenset({nnqa.LSTM}),
+        no_observer=frozenset({nnqa.LSTM, nnqa.MultiheadAttention}),
         functional=(nnq.FloatFunctional, nnq.QFunctional),
         fused_base=nni._FusedModule,
         specializations={nnqd.Linear: (is_per_token_dynamic_qconfig, nnqd.PerTokenLinear)},

@@ -21,6 +21,12 @@ batch norm with its running statistics at that moment::
 which is what the QAT graph computes in eval mode: ``conv(x, dq(q(W s))) / s + b``
 normalized with running statistics is ``conv(x, dq(q(W s))) + (b - μ) s + β``.
 
+Transposed convs (``conv_transpose{1,2,3}d``) are handled the same way; only ``W * s`` differs:
+their weight is ``(C_in, C_out / groups, *k)``, so ``s`` runs along axis 1 (for several groups,
+expanded over each group's block of input channels, see
+:func:`~fxquant.engine.fold_bn.conv_weight_scale`) — a per-channel weight quantizer for them
+uses ``ch_axis=1``.
+
 Both passes walk the graph directly rather than through a pattern table: the rewrite must
 carry each batch norm's own eps and momentum, which a literal-agnostic subgraph match drops.
 """
@@ -37,6 +43,7 @@ from torch import Tensor
 from torch.fx import GraphModule, Node
 from torch.fx.node import map_arg
 
+from fxquant.engine.fold_bn import conv_weight_scale, groups_of
 from fxquant.engine.meta import PORTED_META_KEYS
 from fxquant.numerics.ops import quantized_decomposed as qd
 
@@ -54,7 +61,16 @@ _CONV_OPS: dict[Any, int] = {
     _aten.conv2d.padding: 2,
     _aten.conv3d.default: 3,
     _aten.conv3d.padding: 3,
+    _aten.conv_transpose1d.default: 1,
+    _aten.conv_transpose2d.input: 2,
+    _aten.conv_transpose3d.input: 3,
 }
+# their weight is (C_in, C_out / groups, *k): output channels along axis 1
+_TRANSPOSED_CONV_OPS = frozenset({
+    _aten.conv_transpose1d.default,
+    _aten.conv_transpose2d.input,
+    _aten.conv_transpose3d.input,
+})
 _BATCH_NORM = _aten.batch_norm.default
 _QUANTIZE_OPS = frozenset({
     qd.quantize_per_tensor.default,
@@ -184,8 +200,9 @@ class _BatchNormArgs:
 
 
 def rewrite_conv_bn_for_qat(gm: GraphModule) -> GraphModule:
-    """Rewrite every ``conv{1,2,3}d -> batch_norm`` pair (conv output used only by the batch
-    norm, batch norm tracking running statistics) into the simulated-fold pattern described in
+    """Rewrite every ``conv{1,2,3}d -> batch_norm`` or ``conv_transpose{1,2,3}d ->
+    batch_norm`` pair (conv output used only by the batch norm, batch norm tracking running
+    statistics) into the simulated-fold pattern described in
     the module docstring, in place. Batch norms are set to training mode; their momentum and
     eps are kept. Graphs captured in train or eval mode are both accepted.
 
@@ -199,7 +216,10 @@ def rewrite_conv_bn_for_qat(gm: GraphModule) -> GraphModule:
         conv, bn_args = bn.args[0], _BatchNormArgs.of(bn)
         if not _is_conv(conv) or len(conv.users) != 1 or bn_args is None:
             continue
-        _rewrite_pair(gm, conv, bn, bn_args)
+        layout = _weight_layout(gm, conv)
+        if layout is None:
+            continue
+        _rewrite_pair(gm, conv, bn, bn_args, layout)
         count += 1
     logger.debug("rewrote %d conv-bn pairs for QAT", count)
     gm.graph.lint()
@@ -207,9 +227,59 @@ def rewrite_conv_bn_for_qat(gm: GraphModule) -> GraphModule:
     return gm
 
 
-def _rewrite_pair(gm: GraphModule, conv: Node, bn: Node, p: _BatchNormArgs) -> None:
+@dataclass(frozen=True, kw_only=True)
+class _WeightLayout:
+    """Where a conv weight keeps its output channels (see ``conv_weight_scale``)."""
+
+    rank: int
+    transposed: bool
+    groups: int
+    in_out_channels: tuple[int, int] | None = None  # weight dims 0 and 1 of a grouped transposed conv
+
+
+def _weight_layout(gm: GraphModule, conv: Node) -> _WeightLayout | None:
+    """The weight layout of ``conv``; None (conv left alone) when the groups are not a
+    constant or a grouped transposed conv's weight shape is unknown."""
+    transposed = conv.target in _TRANSPOSED_CONV_OPS
     rank = _CONV_OPS[conv.target] + 2
-    weight_shape = [-1] + [1] * (rank - 1)  # s along the weight's output channels
+    try:
+        groups = groups_of(conv)
+    except TypeError:
+        logger.debug("not rewriting %s: groups is not a constant", conv.format_node())
+        return None
+    if not (transposed and groups > 1):
+        return _WeightLayout(rank=rank, transposed=transposed, groups=groups)
+    weight = _arg(conv, 1)
+    val = weight.meta.get("val") if isinstance(weight, Node) else None
+    if val is None:
+        try:
+            val = _fetch(gm, weight)
+        except _NotConstant:
+            val = None
+    if not isinstance(val, Tensor):
+        logger.debug("not rewriting %s: its weight shape is unknown", conv.format_node())
+        return None
+    return _WeightLayout(rank=rank, transposed=True, groups=groups,
+                         in_out_channels=(int(val.shape[0]), int(val.shape[1])))
+
+
+def _emit_weight_scale(gm: GraphModule, conv: Node, scale: Node, layout: _WeightLayout) -> Node:
+    """Graph ops computing ``conv_weight_scale(scale, ...)`` (reshape, or reshape-expand-reshape
+    for grouped transposed convs)."""
+    rank = layout.rank
+    if not layout.transposed:
+        return _emit(gm, conv, _aten.reshape.default, scale, [-1] + [1] * (rank - 1))
+    if layout.groups == 1:
+        return _emit(gm, conv, _aten.reshape.default, scale, [1, -1] + [1] * (rank - 2))
+    assert layout.in_out_channels is not None
+    g, (c_in, c_out_g) = layout.groups, layout.in_out_channels
+    grouped = _emit(gm, conv, _aten.reshape.default, scale, [g, 1, c_out_g])
+    expanded = _emit(gm, conv, _aten.expand.default, grouped, [g, c_in // g, c_out_g])
+    return _emit(gm, conv, _aten.reshape.default, expanded, [c_in, c_out_g] + [1] * (rank - 2))
+
+
+def _rewrite_pair(gm: GraphModule, conv: Node, bn: Node, p: _BatchNormArgs, layout: _WeightLayout) -> None:
+    rank = layout.rank
     channel_shape = [1, -1] + [1] * (rank - 2)  # s along the activation's channels
     for param in (p.weight, p.bias, p.running_mean, p.running_var):
         if isinstance(param, Node) and param.op == "get_attr" and not _precedes(param, conv):
@@ -222,9 +292,7 @@ def _rewrite_pair(gm: GraphModule, conv: Node, bn: Node, p: _BatchNormArgs) -> N
             scale = _emit(gm, conv, _aten.reciprocal.default, std)
         else:
             scale = _emit(gm, conv, _aten.div.Tensor, p.weight, std)
-        scaled_weight = _emit(
-            gm, conv, _aten.mul.Tensor, weight, _emit(gm, conv, _aten.reshape.default, scale, weight_shape)
-        )
+        scaled_weight = _emit(gm, conv, _aten.mul.Tensor, weight, _emit_weight_scale(gm, conv, scale, layout))
         zero_bias = None if bias is None else _emit(gm, conv, _aten.zeros_like.default, bias)
     _set_arg(conv, 1, scaled_weight)
     _set_arg(conv, 2, zero_bias)
@@ -277,6 +345,13 @@ def _reshape_input(node: object) -> Node | None:
     return None
 
 
+def _view_source(node: object) -> object:
+    """The node a chain of reshapes / expands starts from (``node`` itself if none)."""
+    while _is_call(node, _aten.reshape.default, _aten.expand.default) and isinstance(node.args[0], Node):
+        node = node.args[0]
+    return node
+
+
 def _match_from_bn(bn: Node) -> _QatConvBn | Node | None:
     """The pattern ending at ``bn``; or the offending node when a quantizer observed the conv
     output inside the pattern; or None."""
@@ -299,7 +374,7 @@ def _match_from_bn(bn: Node) -> _QatConvBn | Node | None:
     weight = _strip_qdq(_arg(conv, 1))
     scaled_weight = None
     if _is_call(weight, _aten.mul.Tensor):
-        if _reshape_input(weight.args[1]) is not scale:
+        if _view_source(weight.args[1]) is not scale:
             return None
         scaled_weight = weight
     return _QatConvBn(conv=conv, bn=bn, scaled_weight=scaled_weight, bias_reshape=bias_reshape)
@@ -390,7 +465,10 @@ def _fold(gm: GraphModule, m: _QatConvBn) -> int:
             folded_bias = folded_bias + beta
         if weight is not None:
             assert m.scaled_weight is not None
-            folded_weight = weight * scale.reshape([-1] + [1] * (weight.dim() - 1))
+            folded_weight = weight * conv_weight_scale(
+                scale, weight.shape, transposed=m.conv.target in _TRANSPOSED_CONV_OPS,
+                groups=groups_of(m.conv),
+            )
             original = m.scaled_weight.args[0]
             assert isinstance(original, Node)
             _replace_with_constant(gm, m.scaled_weight, folded_weight, original, dying={m.scaled_weight})

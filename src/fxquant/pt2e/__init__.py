@@ -9,7 +9,6 @@ from fxquant.fake_quantize import (
     FakeQuantizeBase,
     FixedQParamsFakeQuantize,
     FusedMovingAvgObsFakeQuantize,
-    LearnableFakeQuantize,
     default_dynamic_fake_quant,
     default_fake_quant,
     default_fixed_qparams_range_0to1_fake_quant,
@@ -70,7 +69,11 @@ from fxquant.pt2e.export_utils import (
 )
 from fxquant.observers.base import _PartialWrapper as PartialWrapper
 from fxquant.pt2e.graph_utils import find_sequential_partitions
-from fxquant.pt2e.learnable_fake_quantize import disable_range_learning, enable_range_learning
+from fxquant.pt2e.learnable_fake_quantize import (
+    LearnableFakeQuantize,
+    disable_range_learning,
+    enable_range_learning,
+)
 from fxquant.pt2e.quantizer.quantizer import ObserverOrFakeQuantizeConstructor
 from fxquant.typing import ObserverOrFakeQuantize
 

@@ -44,6 +44,7 @@ from fxquant.nn.quantized.quant_dequant import DeQuantize, Quantize
 __all__ = [
     "ELU",
     "LSTM",
+    "MultiheadAttention",
     "BatchNorm2d",
     "BatchNorm3d",
     "Conv1d",
@@ -82,4 +83,6 @@ def __getattr__(name: str) -> Any:
         return importlib.import_module(f"{__name__}.{name}")
     if name == "LSTM":
         return importlib.import_module("fxquant.nn.quantizable.quantized_lstm").LSTM
+    if name == "MultiheadAttention":
+        return importlib.import_module("fxquant.nn.quantizable.quantized_activation").MultiheadAttention
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
