@@ -1,6 +1,6 @@
 """Observer benchmark: fxquant against upstream torch.ao.quantization, side by side.
 
-    PYTHONPATH=src python benchmarks/observers.py
+    PYTHONPATH=src python benchmarks/observers.py [--runs N] [--histogram-only]
 
 Single-threaded (``torch.set_num_threads(1)``) so the numbers do not depend on how many
 cores are free. Times are the CPU time of that one thread (``time.thread_time``), so that other
@@ -13,10 +13,14 @@ calls, alternating ours and upstream's (see :func:`blocked`). Prints four tables
 3. L2 quantization error, ours / upstream, on EfficientNet-Lite0 activations of real photos:
    on the calibration batches themselves and on held-out photos.
 4. Per-forward overhead of MinMaxObserver and PerChannelMinMaxObserver.
+
+``--runs N`` repeats the two HistogramObserver speed tables N times (on a shared machine the
+ratios move by 10-20% from run to run); ``--histogram-only`` skips tables 3 and 4.
 """
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import time
 import warnings
@@ -320,6 +324,10 @@ def minmax_overhead() -> None:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=1, help="repeat the speed tables N times")
+    parser.add_argument("--histogram-only", action="store_true", help="only the speed tables")
+    args = parser.parse_args()
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore")  # upstream's deprecation notices
     print(
@@ -328,11 +336,13 @@ def main() -> None:
     )
     model = efficientnet_lite0()
     calibration = capture(model, imagenet_photos(8, split="calibration"), batch=2)
-    holdout = capture(model, imagenet_photos(8, split="holdout"), batch=2)
-    histogram_speed(calibration)
-    histogram_qparams_speed(calibration)
-    histogram_error(calibration, holdout)
-    minmax_overhead()
+    for _ in range(args.runs):
+        histogram_speed(calibration)
+        histogram_qparams_speed(calibration)
+    if not args.histogram_only:
+        holdout = capture(model, imagenet_photos(8, split="holdout"), batch=2)
+        histogram_error(calibration, holdout)
+        minmax_overhead()
 
 
 if __name__ == "__main__":

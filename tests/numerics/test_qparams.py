@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fxquant.numerics import InvalidRangeError, choose_qparams
+from fxquant.numerics.qparams import choose_qparams_per_tensor
 
 T = torch.tensor
 
@@ -98,3 +101,88 @@ def test_invalid_ranges_raise(lo, hi, match):
 def test_unknown_qscheme_rejected():
     with pytest.raises(ValueError, match="unsupported qscheme"):
         choose_qparams(T(0.0), T(1.0), quant_min=0, quant_max=255, qscheme="bogus")  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------------------------------
+# the scalar per-tensor path: bit-exact with the tensor path
+
+SCALAR_CONFIGS = [
+    pytest.param({"quant_min": 0, "quant_max": 255}, id="quint8-affine"),
+    pytest.param({"quant_min": 0, "quant_max": 127}, id="quint8-7-bit"),
+    pytest.param({"quant_min": -128, "quant_max": 127, "dtype": torch.qint8}, id="qint8-affine"),
+    pytest.param({"quant_min": 0, "quant_max": 15}, id="4-bit"),
+    pytest.param(
+        {"quant_min": -(2**31), "quant_max": 2**31 - 1, "dtype": torch.qint32}, id="qint32"
+    ),
+    pytest.param(
+        {"quant_min": -128, "quant_max": 127, "dtype": torch.qint8,
+         "qscheme": torch.per_tensor_symmetric},
+        id="qint8-symmetric",
+    ),
+    pytest.param(
+        {"quant_min": 0, "quant_max": 255, "qscheme": torch.per_tensor_symmetric},
+        id="quint8-symmetric",
+    ),
+    pytest.param(
+        {"quant_min": 0, "quant_max": 127, "qscheme": torch.per_tensor_symmetric,
+         "has_customized_qrange": True},
+        id="quint8-symmetric-custom",
+    ),
+    pytest.param({"quant_min": 0, "quant_max": 255, "eps": 1e-3}, id="large-eps"),
+]
+
+_F32 = {"width": 32, "allow_nan": False, "allow_infinity": False, "allow_subnormal": False}
+
+
+def _assert_same_qparams(lo: float, hi: float, config: dict) -> None:
+    expected = choose_qparams(T(lo), T(hi), **config)
+    got = choose_qparams_per_tensor(lo, hi, **config)
+    for e, g in zip(expected, got):
+        assert g.dtype == e.dtype and g.shape == e.shape
+        assert torch.equal(g, e), (lo, hi, got, expected)
+
+
+@pytest.mark.parametrize("config", SCALAR_CONFIGS)
+@settings(max_examples=200, deadline=None)
+@given(a=st.floats(**_F32), b=st.floats(**_F32))
+def test_scalar_path_is_bit_exact_with_the_tensor_path(config, a, b):
+    _assert_same_qparams(min(a, b), max(a, b), config)
+
+
+@pytest.mark.parametrize("config", SCALAR_CONFIGS)
+@settings(max_examples=120, deadline=None)
+@given(
+    lo=st.floats(-1024.0, 0.0, **_F32),
+    hi=st.floats(0.0, 1024.0, **_F32),
+    step=st.floats(2.0**-20, 1.0, **_F32),
+    z=st.integers(0, 255),
+)
+def test_scalar_path_is_bit_exact_on_grid_ranges(config, lo, hi, step, z):
+    # ranges built in float64 from a step and an offset, as HistogramObserver builds them:
+    # min / scale lands next to an integer, where its last bit decides the zero point
+    _assert_same_qparams(-z * step, (255 - z) * step, config)
+    _assert_same_qparams(lo, hi, config)
+
+
+@pytest.mark.parametrize(
+    "lo,hi",
+    [(-3e38, 3e38), (0.0, 0.0), (5.0, 5.0), (-1e-45, 1e-45), (-0.0, 0.0)],
+    ids=["overflowing-span", "zero", "constant", "subnormal", "signed-zero"],
+)
+@pytest.mark.parametrize("config", SCALAR_CONFIGS)
+def test_scalar_path_edge_ranges(lo, hi, config):
+    _assert_same_qparams(lo, hi, config)
+
+
+@pytest.mark.parametrize(
+    "lo,hi,match",
+    [(float("nan"), 1.0, "non-finite"), (0.0, float("inf"), "non-finite"), (2.0, 1.0, "greater")],
+    ids=["nan", "inf", "min>max"],
+)
+def test_scalar_path_raises_like_the_tensor_path(lo, hi, match):
+    with pytest.raises(InvalidRangeError, match=match):
+        choose_qparams_per_tensor(lo, hi, quant_min=0, quant_max=255)
+
+
+def test_scalar_path_delegates_float_qparams_and_float_dtypes():
+    _assert_same_qparams(-3.0, 2.0, {"quant_min": 0, "quant_max": 255, "dtype": torch.float16})

@@ -366,6 +366,23 @@ def test_reset_min_max_vals_forgets_everything():
     assert observer.calculate_qparams() == fresh.calculate_qparams()
 
 
+@pytest.mark.parametrize(
+    "shape",
+    [
+        pytest.param((2, 16, 8, 8), id="exact-path"),
+        pytest.param((4, 64, 32, 32), id="sampled-path"),
+    ],
+)
+def test_channels_last_batches_give_the_same_statistics(shape):
+    # read in memory order (no copy); the histogram does not depend on the order
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(12)) * 2
+    observer = _calibrate(_ours(), [x.to(memory_format=torch.channels_last)])
+    assert float(observer.min_val) == float(x.min()) and float(observer.max_val) == float(x.max())
+    assert float(observer.histogram.sum()) == pytest.approx(x.numel(), rel=1e-6)
+    if x.numel() <= 2**16:
+        assert torch.equal(observer.histogram, _calibrate(_upstream(), [x]).histogram)
+
+
 def test_extra_repr_shows_the_range():
     observer = _calibrate(_ours(), [torch.tensor([-1.0, 2.0])])
     assert "min_val=-1.0" in repr(observer) and "max_val=2.0" in repr(observer)
@@ -375,10 +392,20 @@ def test_extra_repr_shows_the_range():
 # the histogram of large tensors (sampled path)
 
 
+# Layouts of the sampled path: whole spans of 128 x 256 elements; whole spans spaced 294
+# apart (1 x 96 x 56 x 56); and a size with no whole spans' grouping (leftover groups).
+LAYOUTS = [
+    pytest.param((16, 64, 32, 32), id="whole-spans"),
+    pytest.param((1, 96, 56, 56), id="other-spacing"),
+    pytest.param((3, 7, 101, 103), id="leftover-groups"),
+]
+
+
+@pytest.mark.parametrize("shape", LAYOUTS)
 @pytest.mark.parametrize("name", ["gaussian", "laplace-outliers", "relu"])
-def test_sampled_histogram_matches_the_exact_one(name):
+def test_sampled_histogram_matches_the_exact_one(name, shape):
     g = torch.Generator().manual_seed(9)
-    x = _synthetic(name, (16, 64, 32, 32), g)
+    x = _synthetic(name, shape, g)
     observer = _calibrate(_ours(), [x])
     exact = torch.histc(x, observer.bins, min=float(x.min()), max=float(x.max()))
     assert float(observer.min_val) == float(x.min()) and float(observer.max_val) == float(x.max())
@@ -396,6 +423,30 @@ def test_sampled_histogram_matches_the_exact_one(name):
         assert float(observer.histogram[side].sum()) == pytest.approx(
             float(exact[side].sum()), abs=1.0
         )
+
+
+@pytest.mark.parametrize("shape", LAYOUTS)
+def test_group_extremes_cover_every_element_once(shape):
+    # distinct values 0 .. n-1 in random order: each group's maximum and minimum are distinct
+    # elements, and over all groups the counts add up only if the groups partition the tensor
+    from fxquant.observers.histogram import _group_count, _sampling, _summary
+
+    n = math.prod(shape)
+    x = torch.randperm(n, generator=torch.Generator().manual_seed(0)).float()
+    sampling = _sampling(n, 2048, x.device)
+    summary = _summary(x, sampling)
+    groups = _group_count(n)
+    maxima, minima = summary[sampling.n_sample :].split(groups)
+    assert summary.numel() == sampling.n_sample + 2 * groups
+    assert float(maxima.max()) == n - 1 and float(minima.min()) == 0
+    # a group's maximum is at least its size - 1 above its minimum, and sizes add up to n
+    assert torch.all(maxima >= minima)
+    sizes = torch.full((groups,), 128)
+    if n % 128:
+        assert torch.equal(maxima[-(n % 128) :], minima[-(n % 128) :])  # single elements
+        sizes[-(n % 128) :] = 1
+    assert int(sizes.sum()) == n
+    assert torch.all(maxima - minima >= sizes - 1)
 
 
 @settings(max_examples=25, deadline=None)

@@ -27,7 +27,7 @@ from fxquant.numerics.dtypes import (
     validate_qmin_qmax,
 )
 from fxquant.numerics.packing import pack_int2, pack_int4, unpack_int2, unpack_int4
-from fxquant.numerics.qparams import InvalidRangeError, choose_qparams
+from fxquant.numerics.qparams import InvalidRangeError, choose_qparams, choose_qparams_per_tensor
 
 __all__ = [
     "INT_DTYPE_RANGES",
@@ -38,6 +38,7 @@ __all__ = [
     "block_size_for",
     "calculate_qmin_qmax",
     "choose_qparams",
+    "choose_qparams_per_tensor",
     "default_qrange",
     "dequantize_affine",
     "dequantize_per_channel",

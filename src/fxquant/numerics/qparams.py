@@ -25,6 +25,9 @@ Float8/float16 targets have no integer grid: ``scale = amax / finfo(dtype).max``
 
 from __future__ import annotations
 
+import math
+import struct
+
 import torch
 
 from fxquant.numerics.dtypes import is_float_qdtype
@@ -34,8 +37,9 @@ __all__ = [
     "PER_CHANNEL_QSCHEMES",
     "SYMMETRIC_QSCHEMES",
     "InvalidRangeError",
-    "choose_qparams",
     "check_finite_range",
+    "choose_qparams",
+    "choose_qparams_per_tensor",
     "symmetric_zero_point",
 ]
 
@@ -54,6 +58,7 @@ AFFINE_QSCHEMES = frozenset(
 )
 
 _FLOAT32_EPS = torch.finfo(torch.float32).eps
+_INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
 
 
 class InvalidRangeError(ValueError):
@@ -126,6 +131,97 @@ def choose_qparams(
         zero_point = quant_min - torch.round(min_val_neg / scale).to(torch.int)
         zero_point = torch.clamp(zero_point, quant_min, quant_max)
     return _as_1d(scale.to(torch.float32)), _as_1d(zero_point)
+
+
+def choose_qparams_per_tensor(
+    min_val: float,
+    max_val: float,
+    *,
+    quant_min: int,
+    quant_max: int,
+    dtype: torch.dtype = torch.quint8,
+    qscheme: torch.qscheme = torch.per_tensor_affine,
+    eps: float = _FLOAT32_EPS,
+    has_customized_qrange: bool = False,
+    device: torch.device | str | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`choose_qparams` for a per-tensor range given as Python floats: the same scale
+    and zero point, bit for bit, with the scalar arithmetic done in Python.
+
+    The range is first rounded to float32 (as ``torch.tensor(min_val)`` would be) and every
+    step is rounded to float32 like torch's float32 kernels round it: a float32 sum,
+    difference or quotient computed in double and rounded once to float32 is the correctly
+    rounded float32 result, since double has more than twice float32's precision. Ranges
+    this path does not cover (non-finite values, float or per-channel schemes, overflow) go
+    through :func:`choose_qparams`, which also raises its errors.
+
+    >>> choose_qparams_per_tensor(-1.0, 3.0, quant_min=0, quant_max=255)
+    (tensor([0.0157]), tensor([64], dtype=torch.int32))
+    """
+    simple = (
+        qscheme in (torch.per_tensor_affine, torch.per_tensor_symmetric)
+        and not is_float_qdtype(dtype)
+        and math.isfinite(min_val)
+        and math.isfinite(max_val)
+        and min_val <= max_val
+    )
+    if simple:
+        try:
+            scale, zero_point = _scalar_qparams(
+                min_val, max_val, quant_min, quant_max, dtype, qscheme, eps, has_customized_qrange
+            )
+        except OverflowError:  # beyond float32: the tensor path gives torch's inf/nan
+            simple = False
+    if not simple:
+        return choose_qparams(
+            torch.tensor(min_val, device=device),
+            torch.tensor(max_val, device=device),
+            quant_min=quant_min,
+            quant_max=quant_max,
+            dtype=dtype,
+            qscheme=qscheme,
+            eps=eps,
+            has_customized_qrange=has_customized_qrange,
+        )
+    zp_dtype = torch.int64 if qscheme in SYMMETRIC_QSCHEMES else torch.int32
+    return (
+        torch.tensor([scale], dtype=torch.float32, device=device),
+        torch.tensor([zero_point], dtype=zp_dtype, device=device),
+    )
+
+
+def _f32(value: float) -> float:
+    """``value`` rounded to the nearest float32 (ties to even); OverflowError beyond it."""
+    rounded: float = struct.unpack("f", struct.pack("f", value))[0]
+    return rounded
+
+
+def _scalar_qparams(
+    min_val: float,
+    max_val: float,
+    quant_min: int,
+    quant_max: int,
+    dtype: torch.dtype,
+    qscheme: torch.qscheme,
+    eps: float,
+    custom: bool,
+) -> tuple[float, int]:
+    # the float32 operations of choose_qparams, one rounding each
+    min_neg = min(_f32(min_val), 0.0)
+    max_pos = max(_f32(max_val), 0.0)
+    span = float(quant_max - quant_min)
+    eps32 = _f32(eps)
+    if qscheme in SYMMETRIC_QSCHEMES:
+        amax = max(-min_neg, max_pos)
+        scale = max(_f32(amax / _f32(span / 2)), eps32)
+        return scale, symmetric_zero_point(dtype, quant_min, quant_max, custom)
+    scale = max(_f32(_f32(max_pos - min_neg) / _f32(span)), eps32)
+    steps = round(_f32(min_neg / scale))  # round: half to even, as torch
+    zero_point = quant_min - steps
+    if not (_INT32_MIN <= steps <= _INT32_MAX and _INT32_MIN <= zero_point <= _INT32_MAX):
+        # torch computes this in int32 and would overflow: leave that to the tensor path
+        raise OverflowError("zero point beyond int32")
+    return scale, min(max(zero_point, quant_min), quant_max)
 
 
 def _float_dtype_qparams(

@@ -8,19 +8,21 @@ new, for speed and accuracy:
 
 ``forward`` (statistics)
     Tensors of up to ``2**16`` elements are histogrammed exactly (bit-identical to upstream).
-    Larger ones are summarised in about one pass over memory: a strided sample gives the
-    shape of the body, and the extremes of interleaved groups of elements count the tails
-    exactly (:func:`_sampled_histogram`). When a batch widens the range, the accumulated
-    histogram is re-binned by interpolating its CDF, which keeps every count (:func:`_rebin`).
+    Larger ones are summarised in two reductions over memory (:func:`_summary`): a strided
+    sample gives the shape of the body, and the extremes of interleaved groups of elements
+    count the tails exactly; about 30 tensor operations on that summary (25k values for 1M
+    elements) make the histogram (:func:`_sampled_histogram`). When a batch widens the range,
+    the histogram is re-binned by interpolating its CDF, keeping every count (:func:`_rebin`).
 
 ``calculate_qparams`` (range search)
     A per-tensor grid is ``{(j - z) * s : j = 0 .. levels-1}``: a step ``s`` and an integer
     zero offset ``z = zero_point - quant_min``. Its expected squared error over the histogram
-    (clipping and rounding) is computed in closed form from cumulative moments of the bins
-    (:func:`_grid_errors`), for many steps and offsets at once; the step is searched on a log
-    scale, coarse to fine (:func:`_search_grid`). The chosen grid goes out through
-    ``_calculate_qparams(min, max)`` with a range that rebuilds exactly that grid, so the
-    error minimised is the error obtained.
+    (clipping and rounding) is computed in closed form from cumulative moments tabulated once
+    (:class:`_ErrorModel`, :func:`_grid_errors`), for all steps and offsets of a round at
+    once; the step is searched on a log scale, coarse to fine (:func:`_search_grid`). The
+    scale and zero point come from a range that rebuilds exactly the chosen grid (so the
+    error minimised is the error obtained), in Python scalars bit-exact with
+    :func:`~fxquant.numerics.qparams.choose_qparams`.
 """
 
 from __future__ import annotations
@@ -33,7 +35,11 @@ from typing import Any
 import torch
 
 from fxquant.numerics.dtypes import is_float_qdtype
-from fxquant.numerics.qparams import SYMMETRIC_QSCHEMES, symmetric_zero_point
+from fxquant.numerics.qparams import (
+    SYMMETRIC_QSCHEMES,
+    choose_qparams_per_tensor,
+    symmetric_zero_point,
+)
 from fxquant.observers.base import (
     UniformQuantizationObserverBase,
     check_finite_minmax,
@@ -44,9 +50,7 @@ __all__ = ["HistogramObserver"]
 
 _F64 = torch.float64
 
-# ---------------------------------------------------------------------------------------------
-# forward: one batch's histogram
-# ---------------------------------------------------------------------------------------------
+# -- forward: one batch's histogram ---------------------------------------------------------
 
 # Tensors up to this size are histogrammed element by element (exact, and already fast).
 _EXACT_NUMEL = 1 << 16
@@ -59,6 +63,8 @@ _GROUP_STRIDE = 256
 # Values beyond the _TAIL_RANK-th most extreme sampled value on each side (about _TAIL_RANK
 # sampling strides' worth) are counted exactly from the group extremes.
 _TAIL_RANK = 8
+# Independent copies of the counters the summary is counted into (see _Sampling).
+_COPIES = 4
 
 
 @lru_cache(maxsize=64)
@@ -71,105 +77,159 @@ def _prime_at_least(n: int) -> int:
     return p
 
 
-def _group_extremes(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Maxima and minima of interleaved groups covering every element of flat ``x``.
+@dataclass(frozen=True, kw_only=True)
+class _Sampling:
+    """How a flat tensor of ``n`` elements is summarised for ``bins`` bins (per ``(n, bins,
+    device)``): :func:`_summary` holds ``n_sample`` samples, then ``groups`` group maxima and
+    minima. With ``t = (v - lo) * bins / (hi - lo)``, each goes to slot ``floor(shift + sign
+    * t)`` (clamped to ``[lower, upper]``) of one ``scatter_add_``: the sample's bin
+    ``floor(t)``; ``bins`` + the maximum's bin from the top, ``floor(bins - t)``; ``2 * bins``
+    + the minimum's bin. Elements are dealt round-robin to ``_COPIES`` copies of the slots,
+    summed afterwards: ReLU puts thousands of equal values in one slot, and one counter would
+    make each addition wait for the last. ``ranks``: of the (``_TAIL_RANK`` + 1)-th smallest
+    and largest sample (a row per histogram)."""
 
-    Groups: ``x[g*128*256 + j*256 + c]`` for ``j = 0..127`` (one group per ``(g, c)``); what is
-    left over is grouped the same way with a smaller spacing, and the last < 128 elements are
-    their own groups.
+    stride: int
+    n_sample: int
+    groups: int
+    spacing: int
+    shift: torch.Tensor
+    sign: torch.Tensor
+    lower: torch.Tensor
+    upper: torch.Tensor
+    ones: torch.Tensor
+    ranks: torch.Tensor
+    zeros: torch.Tensor
+
+
+@lru_cache(maxsize=32)
+def _sampling(n: int, bins: int, device: torch.device) -> _Sampling:
+    stride = _prime_at_least(n // _SAMPLE_SIZE)
+    n_sample = len(range(0, n, stride))
+    groups = _group_count(n)
+    rows = torch.tensor([n_sample, groups, groups], device=device)
+    # element i counts in copy i % _COPIES of the slots
+    copy = torch.arange(n_sample + 2 * groups, device=device).remainder_(_COPIES) * 3.0 * bins
+
+    def per_row(sample: float, maxima: float, minima: float) -> torch.Tensor:
+        return torch.tensor([sample, maxima, minima], device=device).repeat_interleave(rows)
+
+    rank = min(_TAIL_RANK + 1, n_sample)
+    return _Sampling(
+        stride=stride,
+        n_sample=n_sample,
+        groups=groups,
+        spacing=_group_spacing(n),
+        shift=per_row(0.0, 2.0 * bins, 2.0 * bins) + copy,
+        sign=per_row(1.0, -1.0, 1.0),
+        lower=per_row(0.0, bins, 2.0 * bins) + copy,
+        upper=per_row(bins - 1.0, 2.0 * bins - 1.0, 3.0 * bins - 1.0) + copy,
+        ones=torch.ones(n_sample + 2 * groups, device=device),
+        ranks=torch.tensor([[rank, n_sample - rank + 1]] * 3, dtype=torch.float32, device=device),
+        zeros=torch.zeros(2, 1, device=device),
+    )
+
+
+def _group_spacing(n: int) -> int:
+    """A spacing ``d`` near ``_GROUP_STRIDE`` such that ``n`` is a whole number of
+    ``_GROUP_LEN * d`` spans, or 0 if there is none."""
+    if n % _GROUP_LEN:
+        return 0
+    per_len = n // _GROUP_LEN
+    spacings = [d for d in range(_GROUP_STRIDE // 4, _GROUP_STRIDE * 4 + 1) if per_len % d == 0]
+    return min(spacings, key=lambda d: abs(math.log(d / _GROUP_STRIDE)), default=0)
+
+
+def _group_count(n: int) -> int:
+    return n // _GROUP_LEN + n % _GROUP_LEN
+
+
+def _summary(x: torch.Tensor, sampling: _Sampling) -> torch.Tensor:
+    """``[strided sample, group maxima, group minima]`` of flat ``x``, concatenated.
+
+    Groups: ``x[g*128*d + j*d + c]`` for ``j = 0..127`` (one group per ``(g, c)``), so
+    that values clustered in memory (a hot channel, a bright region) land in different
+    groups; the spacing ``d`` is near 256 (:func:`_group_spacing`). Sizes with no such
+    spacing are grouped ``x[j*(n // 128) + c]``, and their last ``n % 128`` elements are
+    groups of one. Every element is in exactly one group.
     """
-    n = x.numel()
-    span = _GROUP_LEN * _GROUP_STRIDE
-    n_main = n - n % span
-    n_mid = (n - n_main) - (n - n_main) % _GROUP_LEN
-    parts_max, parts_min = [], []
-    if n_main:
-        main = x[:n_main].view(-1, _GROUP_LEN, _GROUP_STRIDE)
-        parts_max.append(main.amax(1).flatten())
-        parts_min.append(main.amin(1).flatten())
-    if n_mid:
-        mid = x[n_main : n_main + n_mid].view(_GROUP_LEN, -1)
-        parts_max.append(mid.amax(0))
-        parts_min.append(mid.amin(0))
-    if n_main + n_mid < n:
-        parts_max.append(x[n_main + n_mid :])
-        parts_min.append(x[n_main + n_mid :])
-    if len(parts_max) == 1:
-        return parts_max[0], parts_min[0]
-    return torch.cat(parts_max), torch.cat(parts_min)
-
-
-def _bin_of(value: float, lo: float, hi: float, bins: int) -> int:
-    # torch.histc's binning: floor((v - lo) * bins / (hi - lo)), the last bin closed.
-    return min(max(int((value - lo) * bins / (hi - lo)), 0), bins - 1)
+    if sampling.spacing:  # the common case
+        main = x.view(-1, _GROUP_LEN, sampling.spacing)
+        return torch.cat([x[:: sampling.stride], main.amax(1).view(-1), main.amin(1).view(-1)])
+    whole = x[: x.numel() - x.numel() % _GROUP_LEN].view(_GROUP_LEN, -1)
+    rest = x[whole.numel() :]
+    return torch.cat([x[:: sampling.stride], whole.amax(0), rest, whole.amin(0), rest])
 
 
 def _sampled_histogram(
-    x: torch.Tensor, lo: float, hi: float, bins: int, extremes: tuple[torch.Tensor, torch.Tensor]
+    summary: torch.Tensor, n: int, lo: float, hi: float, bins: int, sampling: _Sampling
 ) -> torch.Tensor:
-    """Histogram of a large flat tensor from a strided sample and its group extremes.
+    """Histogram of a large flat tensor of ``n`` elements from its :func:`_summary`.
 
     The tails decide how much to clip, and a sample sees too few of their values, so they are
     counted exactly: beyond the ``_TAIL_RANK``-th largest sampled value ``t`` lie about
     ``_TAIL_RANK`` strides' worth of values, each the maximum of its group unless two share a
-    group (a few percent: groups are many and interleaved; :func:`_uncollide` corrects for
-    them). So the bins above ``t``'s bin are counted from the group maxima, likewise at the
-    bottom, and the sample stands for the rest::
+    group (a few percent, corrected for by :func:`_uncollide`). So the bins above ``t``'s bin
+    are counted from the group maxima, likewise at the bottom, and the sample stands for the
+    rest (all three counted in one ``scatter_add_``, see :class:`_Sampling`)::
 
         histogram = tails + sample_histogram[between] * (n - tail_count) / sample_count[between]
     """
-    n = x.numel()
-    sample = x[:: _prime_at_least(n // _SAMPLE_SIZE)]
-    hist = torch.histc(sample, bins, min=lo, max=hi)
-    # the bins holding the (_TAIL_RANK + 1)-th smallest and largest sampled values
-    n_sample = sample.numel()
-    rank = min(_TAIL_RANK + 1, n_sample)
-    ranks = torch.tensor([rank, n_sample - rank + 1], dtype=hist.dtype, device=hist.device)
-    b_lo, b_hi = torch.searchsorted(hist.cumsum(0), ranks).clamp_(max=bins - 1).tolist()
-    width = (hi - lo) / bins
-    group_max, group_min = extremes
-    upper = group_max[group_max >= lo + width * (b_hi + 1)]
-    lower = group_min[group_min < lo + width * b_lo]
-    tails = torch.histc(torch.cat([upper, lower]), bins, min=lo, max=hi)
-    tails[b_lo : b_hi + 1] = 0.0  # values on a bin edge may land on either side
-    groups = group_max.numel()
-    if upper.numel():
-        tails[b_hi + 1 :] = _uncollide(tails[b_hi + 1 :].flip(0), groups).flip(0)
-    if lower.numel():
-        tails[:b_lo] = _uncollide(tails[:b_lo], groups)
-    hist[:b_lo] = 0.0
-    hist[b_hi + 1 :] = 0.0
-    body = float(hist.sum())
-    return tails.add_(hist, alpha=(n - float(tails.sum())) / body)
+    slots = torch.addcmul(sampling.shift, summary.sub_(lo), sampling.sign, value=bins / (hi - lo))
+    slots = slots.clamp_(sampling.lower, sampling.upper).long()  # floor: all >= 0
+    counts = summary.new_zeros(_COPIES * 3 * bins).scatter_add_(0, slots, sampling.ones)
+    counts = counts.view(_COPIES, 3, bins).sum(0)
+    cum = counts.cumsum(1)  # from the outside in
+    # (the ranks are looked up in all three rows at once; the sample's is the first)
+    b_lo, b_hi = (min(b, bins - 1) for b in torch.searchsorted(cum, sampling.ranks).tolist()[0])
+    tails = _uncollide(cum[1:], sampling.groups)  # in place: cumulative tail counts
+    n_top = bins - 1 - b_hi
+    picks = [b_hi, max(b_lo - 1, 0), bins + max(n_top - 1, 0), 2 * bins + max(b_lo - 1, 0)]
+    body_top, body_below, top_count, low_count = cum.view(-1)[picks].tolist()
+    body = body_top - (body_below if b_lo else 0.0)
+    tail_count = (top_count if n_top else 0.0) + (low_count if b_lo else 0.0)
+    per_bin = torch.diff(tails, dim=1, prepend=sampling.zeros)
+    return torch.cat(
+        [
+            per_bin[1, :b_lo],
+            counts[0, b_lo : b_hi + 1] * ((n - tail_count) / body),
+            per_bin[0, :n_top].flip(0),
+        ]
+    )
 
 
-def _uncollide(counts: torch.Tensor, groups: int) -> torch.Tensor:
-    """Tail counts of group extremes, ordered from the most extreme bin inwards, corrected for
-    values hidden by a larger one in the same group.
+def _uncollide(cumulative: torch.Tensor, groups: int) -> torch.Tensor:
+    """Cumulative tail counts of group extremes (rows, from the most extreme bin inwards),
+    corrected in place for values hidden by a larger one in the same group: ``t`` values
+    spread at random over ``groups`` groups are the extremes of ``groups * (1 - exp(-t /
+    groups))`` of them on average, which is inverted (the most extreme are never hidden)."""
+    # -groups * log(1 - c / groups), with c / groups kept below 1
+    return cumulative.clamp_(max=groups - 1.0).div_(-groups).log1p_().mul_(-groups)
 
-    ``t`` values spread at random over ``groups`` groups show up as the extremes of
-    ``groups * (1 - exp(-t / groups))`` of them on average; inverting that for the cumulative
-    counts from the outside in gives the values up to each bin (the most extreme ones are
-    never hidden).
-    """
-    hit = counts.cumsum(0).div_(groups).clamp_(max=1.0 - 1.0 / groups)
-    return torch.diff(hit.neg_().log1p_().mul_(-groups), prepend=hit.new_zeros(1))
+
+def _flat(x: torch.Tensor) -> torch.Tensor:
+    """``x``'s elements as a flat tensor, in memory order where that needs no copy (the
+    histogram does not depend on the order): channels-last maps are read as they lie."""
+    channels_last = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
+    return x.permute(0, 2, 3, 1).reshape(-1) if channels_last else x.reshape(-1)
+
+
+_Summary = torch.Tensor | None  # a large tensor's summary (or None: histogram it exactly)
 
 
 def _batch_histogram(
-    x: torch.Tensor,
-    lo: float,
-    hi: float,
-    bins: int,
-    extremes: tuple[torch.Tensor, torch.Tensor] | None,
+    x: torch.Tensor, lo: float, hi: float, bins: int, summary: _Summary
 ) -> torch.Tensor:
-    """Counts of flat ``x`` in ``bins`` equal bins over ``[lo, hi]`` (as ``torch.histc``)."""
+    """Counts of flat ``x`` in ``bins`` equal bins over ``[lo, hi]`` (as ``torch.histc``):
+    exact, or from ``summary`` (:func:`_summary`, consumed) for large tensors."""
     if lo == hi:
         # Every value equals lo: torch.histc puts a point at lo in its middle bin.
         return torch.histc(torch.full((1,), lo, device=x.device), bins, min=lo, max=hi) * x.numel()
-    if extremes is None:
+    if summary is None:
         return torch.histc(x, bins, min=lo, max=hi)
-    return _sampled_histogram(x, lo, hi, bins, extremes)
+    return _sampled_histogram(
+        summary, x.numel(), lo, hi, bins, _sampling(x.numel(), bins, x.device)
+    )
 
 
 def _rebin(
@@ -187,7 +247,8 @@ def _rebin(
     if old_lo == old_hi:
         # A point mass (every value equal): it lands in one new bin.
         out = torch.zeros(bins, dtype=_F64, device=hist.device)
-        out[_bin_of(old_lo, new_lo, new_hi, bins)] = h.sum()
+        # torch.histc's binning: floor((v - lo) * bins / (hi - lo)), the last bin closed
+        out[min(max(int((old_lo - new_lo) * bins / (new_hi - new_lo)), 0), bins - 1)] = h.sum()
         return out.to(hist.dtype)
     edges = torch.linspace(new_lo, new_hi, bins + 1, dtype=_F64, device=hist.device)
     u = ((edges - old_lo) * (bins / (old_hi - old_lo))).clamp_(0, bins)
@@ -198,9 +259,7 @@ def _rebin(
     return cdf.diff().clamp_(min=0).to(hist.dtype)
 
 
-# ---------------------------------------------------------------------------------------------
-# calculate_qparams: expected error of quantization grids over the histogram
-# ---------------------------------------------------------------------------------------------
+# -- calculate_qparams: expected error of quantization grids over the histogram -------------
 #
 # A per-tensor grid has `levels` points (j - z) * s, j = 0 .. levels-1: step s and zero offset
 # z = zero_point - quant_min. Each value rounds to the nearest grid point; values beyond the
@@ -212,13 +271,11 @@ def _rebin(
 #   interior      in between: every value is within s/2 of a grid point
 #
 # The end cells are computed exactly from cumulative moments. In the interior, a continuous
-# density has rounding error s^2 / 12 per value. Point masses do not: values exactly at 0
-# (ReLU) are never rounded, and those piled at the ends of the range (ReLU6 at 6, black and
-# white pixels) get their exact error. Treating the rest as locally flat also keeps the
-# search from fitting the noise of a sampled histogram.
-
-# Point masses: a bin holding over 2.5x the mean count of its (up to) 4 neighbours on each
-# side, and over 1/4096 of all values.
+# density has rounding error s^2 / 12 per value; point masses (values exactly at 0, never
+# rounded; ReLU6 at 6, black and white pixels at the ends) get their exact error. Treating
+# the rest as locally flat keeps the search from fitting the noise of a sampled histogram.
+# Point masses: a bin over 2.5x the mean of its (up to) 4 neighbours each side, and over
+# 1/4096 of all values.
 _SPIKE_RATIO = 2.5
 _SPIKE_REACH = 4
 _SPIKE_SHARE = 4096.0
@@ -227,8 +284,7 @@ _INVERSE_ORDERS = torch.tensor([1.0, 1.0 / 2.0, 1.0 / 3.0], dtype=_F64)  # 1 / (
 
 
 def _excess(counts: list[float], i: int, total: float) -> float:
-    """How much ``counts[i]`` exceeds its neighbours' mean, if it stands out as a point mass
-    (else 0)."""
+    """How much ``counts[i]`` exceeds its neighbours' mean if it is a point mass (else 0)."""
     neighbours = counts[max(i - _SPIKE_REACH, 0) : i] + counts[i + 1 : i + _SPIKE_REACH + 1]
     local = sum(neighbours) / max(len(neighbours), 1)
     if counts[i] > _SPIKE_RATIO * local and counts[i] > total / _SPIKE_SHARE:
@@ -245,6 +301,7 @@ class _PointMasses:
     zero: float = 0.0
     low: float = 0.0
     high: float = 0.0
+    total: float = 0.0
 
     @staticmethod
     def find(counts: torch.Tensor, lo: float, hi: float) -> _PointMasses:
@@ -265,6 +322,7 @@ class _PointMasses:
         low_free = bins > 1 and not (zero and zero_bin == 0)
         high_free = bins > 1 and not (zero and zero_bin == bins - 1)
         return _PointMasses(
+            total=total,
             zero_bin=zero_bin,
             zero=zero,
             low=_excess(head, 0, total) if low_free else 0.0,
@@ -272,17 +330,37 @@ class _PointMasses:
         )
 
 
-class _ErrorModel:
-    """What the error formulas need from a histogram, in float64.
+@lru_cache(maxsize=8)
+def _bin_powers(bins: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(rise, top)`` for the bins ``[i, i + 1]``, ``i = 0 .. bins-1``, and ``k = 0, 1, 2``:
+    ``top[k, i] = (i + 1)**(k+1) / (k+1)`` and ``rise[k, i] = top[k, i] - i**(k+1) / (k+1)``,
+    the integral of ``t**k`` over bin ``i``."""
+    edges = torch.arange(bins + 1, dtype=_F64)
+    powers = torch.stack([edges, edges * edges, edges * edges * edges]) * _INVERSE_ORDERS[:, None]
+    return powers.diff(dim=1), powers[:, 1:].contiguous()
 
-    The histogram is read as point masses (:class:`_PointMasses`) plus values spread
-    uniformly within each bin. Values at exactly 0 cost nothing (every grid contains 0) and
-    are left out. The cumulative moments ``C_k(x) = sum of t**k over values t <= x``
-    (k = 0, 1, 2) are, in bin ``i`` of density ``rho_i``, the polynomials
-    ``C_k(x) = a_k[i] + rho_i x**(k+1) / (k+1)``: evaluating them is one gather of
-    ``(a_0, a_1, a_2, rho)`` and a few multiply-adds. Sentinel columns cover ``x`` below
-    the range (zeros) and from its top up (the totals); the point masses at the ends are
-    added to the constants ``a_k`` from where they lie on.
+
+@lru_cache(maxsize=16)
+def _end_layout(levels: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per grid end (bottom, top; shaped to broadcast to ``(2, 1, K, Z)``): its position on
+    the grid (0 or ``levels - 1`` steps) and the signed half step to its cell's limit."""
+    ends = torch.tensor([0.0, levels - 1.0], dtype=_F64).view(2, 1, 1, 1)
+    return ends, torch.tensor([0.5, -0.5], dtype=_F64).view(2, 1, 1, 1)
+
+
+class _ErrorModel:
+    """What the error formulas need from a histogram, in float64, in bin widths from the
+    bottom of the range (``u = (x - lo) / w``; errors in units of ``w**2``, same order). The
+    histogram is read as point masses (:class:`_PointMasses`) plus values spread uniformly
+    within each bin. Values at exactly 0 cost nothing (every grid contains 0): left out.
+
+    The cumulative moments ``C_k(u) = sum of t**k over values t <= u`` (k = 0, 1, 2) are, in
+    bin ``i`` holding ``h_i`` values, ``a_k[i] + rho_k[i] u**(k+1)`` with
+    ``rho_k = h_i / (k+1)``; the moments from above, ``U_k(u) = T_k - C_k(u)`` (``T_k`` the
+    totals), likewise with ``T_k - a_k`` and ``-rho_k``. ``table`` holds both, flat, shaped
+    ``(2, 6, bins + 2)``: ``C`` then ``U``; rows ``a_0, a_1, a_2, rho_0, rho_1, rho_2``; a
+    column per bin plus one for ``u`` below the range (zeros) and one from its top up (the
+    totals). Evaluating either is one lookup per row and a multiply-add.
     """
 
     def __init__(self, counts: torch.Tensor, lo: float, hi: float) -> None:
@@ -293,62 +371,79 @@ class _ErrorModel:
             h[masses.zero_bin] -= masses.zero
             h[0] -= masses.low
             h[-1] -= masses.high
-        w = (hi - lo) / bins
-        edges = torch.linspace(lo, hi, bins + 1, dtype=_F64)
-        powers = torch.stack([edges, edges * edges, edges * edges * edges])  # x^(k+1)
-        rho = torch.outer(_INVERSE_ORDERS, h / w)  # rho_k = rho / (k+1)
-        # C_k at each bin's left edge (rho_k times the power's rise over earlier bins)
-        at_left = torch.nn.functional.pad((rho * powers.diff(dim=1)).cumsum(1), (1, 0))
-        coef = torch.zeros(6, bins + 2, dtype=_F64)  # rows a0 a1 a2 rho0 rho1 rho2
-        torch.addcmul(at_left[:, :-1], rho, powers[:, :-1], value=-1.0, out=coef[:3, 1:-1])
-        coef[:3, -1] = at_left[:, -1]  # from the top of the range up: the totals
-        coef[3:, 1:-1] = rho
-        # point masses m at the ends contribute m * end**k from there on
+        rise, top = _bin_powers(bins)
+        cum = (h * rise).cumsum_(1)  # C_k at each bin's top
+        table = torch.zeros(2, 6, bins + 2, dtype=_F64)
+        below = table[0]
+        torch.addcmul(cum, h, top, value=-1.0, out=below[:3, 1:-1])
+        torch.mul(h, _INVERSE_ORDERS[:, None], out=below[3:, 1:-1])
+        below[:3, -1] = cum[:, -1]
+        # point masses m at the ends: m * end**k from where they lie on
         if masses.low:
-            coef[:3, 1:] += torch.tensor([[1.0], [lo], [lo * lo]], dtype=_F64) * masses.low
+            below[0, 1:] += masses.low
         if masses.high:
-            coef[:3, -1:] += torch.tensor([[1.0], [hi], [hi * hi]], dtype=_F64) * masses.high
-        self.coef = coef
-        self.total = coef[:3, -1].tolist()
-        self.lo, self.inv_w, self.bins = lo, 1.0 / w, bins
-        self.end_masses = [(x, m) for x, m in ((lo, masses.low), (hi, masses.high)) if m > 0]
+            below[:3, -1] += torch.tensor([1.0, bins, bins * bins], dtype=_F64) * masses.high
+        # U: the totals (last column; its densities are 0) less C
+        torch.sub(below[:, -1:], below, out=table[1])
+        self.table = table.view(-1)
+        self.total_t = below[0, -1]
+        self.count = masses.total
+        self.bins = bins
+        origin = -lo * bins / (hi - lo)  # where 0 is
+        self.origin = torch.tensor(origin, dtype=_F64)
+        # point masses at the ends: (where, where from 0, how many), each shaped (M, 1, 1)
+        ends = [(u, u - origin, m) for u, m in ((0.0, masses.low), (bins, masses.high)) if m]
+        self.end_masses = (
+            torch.tensor(ends, dtype=_F64).T.reshape(3, -1, 1, 1).unbind(0) if ends else None
+        )
 
-    def at(self, x: torch.Tensor) -> torch.Tensor:
-        """``C_k`` at the points ``x``, stacked on a new first dimension ``k = 0, 1, 2``."""
-        col = x.mul(self.inv_w).add_(1.0 - self.lo * self.inv_w).floor_()
-        col = col.clamp_(0, self.bins + 1).long().view(1, -1).expand(6, -1)
-        g = self.coef.gather(1, col).view(2, 3, -1)
-        flat = x.view(-1)
-        powers = torch.stack([flat, flat * flat, flat * flat * flat])
-        return torch.addcmul(g[0], g[1], powers).view(3, *x.shape)
+    def moments(self, u: torch.Tensor) -> torch.Tensor:
+        """``C_k`` at the points ``u[0]`` and ``U_k`` at the points ``u[1]``: ``u`` shaped
+        ``(2, 1, ...)``, the result ``(2, 3, ...)`` (``k = 0, 1, 2`` in the middle)."""
+        columns = self.bins + 2
+        # column floor(u) + 1, clamped to the sentinels (truncation is floor from 0 up)
+        col = u.add(1.0).clamp_(0, columns - 1).long()
+        g = self.table.index_select(0, (col + _row_starts(columns, u.dim())).view(-1))
+        a, rho = g.view(2, 2, 3, *u.shape[2:]).unbind(1)
+        sq = u * u
+        return torch.addcmul(a, rho, torch.cat([u, sq, sq * u], dim=1))
+
+
+@lru_cache(maxsize=8)
+def _row_starts(columns: int, dims: int) -> torch.Tensor:
+    """Where the rows of the ``C`` and ``U`` tables start, shaped ``(2, 6, 1, ...)``."""
+    return torch.arange(0, 12 * columns, columns).view(2, 6, *[1] * (dims - 2))
 
 
 def _grid_errors(model: _ErrorModel, s: torch.Tensor, z: torch.Tensor, levels: int) -> torch.Tensor:
-    """Expected squared error ``E[k, r]`` of the grid with step ``s[k]`` and offset ``z[k, r]``.
+    """Expected squared error ``E[k, r]`` of the grid with step ``s[k, 0]`` and offset
+    ``z[k, r]`` (in bin widths).
 
     With ``g`` an end point of the grid and ``x`` the limit of its cell (``g0 + s/2`` at the
-    bottom, ``g1 - s/2`` at the top), ``F(x, g) = C2(x) - 2 g C1(x) + g^2 C0(x)`` sums
-    ``(t - g)^2`` over the values below ``x``. So::
+    bottom, ``g1 - s/2`` at the top), ``C2 - 2 g C1 + g^2 C0`` at ``x`` sums ``(t - g)^2``
+    over the values below ``x``, and with ``U`` for ``C``, over those above. So::
 
-        lowest cell  = F(x0, g0)
-        highest cell = (T2 - 2 g1 T1 + g1^2 T0) - F(x1, g1)      (T_k: totals)
-        interior     = s^2 / 12 * (C0(x1) - C0(x0))
+        lowest cell  = C2(x0) - 2 g0 C1(x0) + g0^2 C0(x0)
+        highest cell = U2(x1) - 2 g1 U1(x1) + g1^2 U0(x1)
+        interior     = s^2 / 12 * (T0 - C0(x0) - U0(x1))
     """
-    g0 = z * -s[:, None]
-    half = (0.5 * s)[:, None]
-    g1 = g0 + ((levels - 1) * s)[:, None]
-    ends = torch.stack([g0, g1])
-    limits = torch.stack([g0 + half, g1 - half])
-    c0, c1, c2 = model.at(limits)  # each (2, K, Z)
-    f = torch.addcmul(c2, ends, torch.addcmul(c1, ends, c0, value=-0.5), value=-2.0)
-    t0, t1, t2 = model.total
-    errors = torch.addcmul(f[0] - f[1], g1, g1 * t0 - 2.0 * t1).add_(t2)
-    errors.addcmul_(c0[1] - c0[0], half * half, value=1.0 / 3.0)
-    # a point mass m at x in the interior is off its grid point by d = x - s round(x / s)
-    for x, m in model.end_masses:
-        d = x - s * (x / s).round()
-        inside = (limits[0] <= x) & (limits[1] > x)
-        errors.addcmul_(inside, (m * (d * d - s * s / 12))[:, None])
+    positions, half = _end_layout(levels)
+    ends = torch.addcmul(torch.addcmul(model.origin, z, s, value=-1.0), positions, s)
+    limits = torch.addcmul(ends, half, s)  # (2, 1, K, Z): bottom, top
+    c0, c1, c2 = model.moments(limits).unbind(1)
+    g = ends[:, 0]
+    # the interior's s^2/12 per value is counted as T0 s^2/12 less the cells' share
+    rounding = (s * s).div_(12.0)
+    cells = torch.addcmul(c2, g, torch.addcmul(c1, g, c0, value=-0.5), value=-2.0)
+    cells.addcmul_(c0, rounding, value=-1.0)
+    errors = cells.sum(0).addcmul_(rounding, model.total_t)
+    if model.end_masses is not None:
+        # a point mass m at u (x from 0) in the interior is d = x - s round(x / s) off its
+        # grid point, not s^2/12 on average
+        u, x, m = model.end_masses
+        d = x - s * (x / s).round_()
+        inside = (limits[0, 0] <= u) & (limits[1, 0] > u)
+        errors.add_((inside * (m * (d * d - rounding))).sum(0))
     return errors
 
 
@@ -380,20 +475,17 @@ class _GridFamily:
     def offsets(
         self, s: torch.Tensor, lo: float, hi: float, count: int, best: tuple[float, float] | None
     ) -> torch.Tensor:
-        """About ``count`` offsets per step ``s[k]`` (rows; repeated when there are fewer).
+        """About ``count`` offsets per step ``s[k, 0]`` (rows; repeated when there are fewer).
 
-        Without ``best``: the offsets worth trying for data in ``[lo, hi]`` (``lo <= 0 <= hi``).
-        If no data lies in a grid's lowest cell, ``x < (1/2 - z) s``, the grid shifted up by
-        one step (``z - 1``) is at least as good: the same lattice, so the same rounding,
-        and one more point at the top. So ``z <= 3/2 - lo / s`` suffices; likewise
-        ``levels - 1 - z <= hi / s + 3/2`` at the top.
-
-        With ``best``, the ends ``(g0, g1)`` of the best grid so far: the offsets between
-        the one keeping its lowest point and the one keeping its highest point, give or take
-        ``_OFFSET_REACH``.
+        Without ``best``: those worth trying for data in ``[lo, hi]`` (``lo <= 0 <= hi``). If
+        no data lies in a grid's lowest cell, ``x < (1/2 - z) s``, the grid shifted up one
+        step (``z - 1``) is as good (same lattice, one more point at the top). So
+        ``z <= 3/2 - lo / s`` suffices; likewise ``levels - 1 - z <= hi / s + 3/2``. With
+        ``best``, the ends ``(g0, g1)`` of the best grid so far: the offsets between the one
+        keeping its lowest and the one keeping its highest point, +- ``_OFFSET_REACH``.
         """
         if self.z_min == self.z_max:
-            return torch.full((s.numel(), 1), float(self.z_min), dtype=_F64)
+            return _fixed_offset(s.numel(), self.z_min)
         top, inv = self.levels - 1, s.reciprocal()
         if best is None:
             z_lo = inv.mul(-hi).add_(top - 1.5 - _OFFSET_REACH)
@@ -402,9 +494,14 @@ class _GridFamily:
             keep_low, keep_high = inv.mul(-best[0]), inv.mul(-best[1]).add_(top)
             z_lo = torch.minimum(keep_low, keep_high).sub_(_OFFSET_REACH)
             z_hi = torch.maximum(keep_low, keep_high).add_(_OFFSET_REACH)
-        z_lo = z_lo.ceil_().clamp_(self.z_min, self.z_max)
-        z_hi = torch.maximum(z_hi.ceil_().clamp_(self.z_min, self.z_max), z_lo)
-        return torch.addcmul(z_lo[:, None], (z_hi - z_lo)[:, None], _spread(count)).round_()
+        # z_lo <= z_hi (both rise with the step), and stay so rounded and clamped
+        bounds = torch.cat([z_lo, z_hi], dim=1).ceil_().clamp_(self.z_min, self.z_max)
+        return torch.lerp(bounds[:, :1], bounds[:, 1:], _spread(count)).round_()
+
+
+@lru_cache(maxsize=16)
+def _fixed_offset(steps: int, z: int) -> torch.Tensor:
+    return torch.full((steps, 1), float(z), dtype=_F64)
 
 
 @lru_cache(maxsize=8)
@@ -427,49 +524,49 @@ _OFFSET_REACH = 2
 
 
 @lru_cache(maxsize=16)
-def _first_round_tensor(levels: int) -> torch.Tensor:
-    return torch.tensor(_first_round(levels), dtype=_F64).exp_()
-
-
-@lru_cache(maxsize=16)
-def _first_round(levels: int) -> tuple[float, ...]:
-    """log(step / covering step) of the first round, increasing, ending at 0."""
+def _first_round(levels: int) -> tuple[tuple[float, ...], torch.Tensor]:
+    """log(step / covering step) of the first round, increasing, ending at 0; and the
+    ratios themselves as a column."""
     log_min = math.log(_MIN_STEP_RATIO)
     coarse = [log_min * (1 - i / (_FIRST_ROUND_STEPS - 1)) for i in range(_FIRST_ROUND_STEPS)]
     edges = [math.log(1 - clip / (levels - 1)) for clip in _EDGE_CLIPS if clip < levels - 1]
-    return tuple(sorted({*coarse, *edges}))
+    ts = tuple(sorted({*coarse, *edges}))
+    return ts, torch.tensor(ts, dtype=_F64).exp_().view(-1, 1)
 
 
 def _search_grid(
     counts: torch.Tensor, lo: float, hi: float, family: _GridFamily
-) -> tuple[float, int]:
-    """``(step, zero offset)`` minimising the expected squared error over the histogram."""
+) -> tuple[float, int] | None:
+    """``(step, zero offset)`` minimising the expected squared error over the histogram
+    (``None`` if it is empty)."""
     model = _ErrorModel(counts, lo, hi)
-    lo0, hi0 = min(lo, 0.0), max(hi, 0.0)
+    if model.count <= 0.0:
+        return None
+    width = (hi - lo) / counts.numel()
+    # the search runs in bin widths: steps s / width, data range relative to 0
+    lo0, hi0 = min(lo, 0.0) / width, max(hi, 0.0) / width
     s_cover, z_cover = family.covering_step(lo0, hi0)
     levels = family.levels
     best = (math.inf, s_cover, z_cover)
     ends = None  # (lowest, highest) point of the best grid so far
-    ts = _first_round(levels)
-    s = _first_round_tensor(levels) * s_cover
+    ts, ratios = _first_round(levels)
+    s = ratios * s_cover
     for refine in (*_REFINE_STEPS, 0):
         z = family.offsets(s, lo0, hi0, _OFFSETS, ends)
-        e_min, r = _grid_errors(model, s, z, levels).min(1)
-        errors = e_min.tolist()
-        k = min(range(len(errors)), key=errors.__getitem__)
-        if errors[k] < best[0]:
-            step, offset = s_cover * math.exp(ts[k]), int(z[k, int(r[k])])
-            best, ends = (errors[k], step, offset), (-offset * step, (levels - 1 - offset) * step)
+        errors = _grid_errors(model, s, z, levels)
+        k, r = divmod(int(errors.argmin()), z.shape[1])
+        error, offset = torch.stack([errors[k, r], z[k, r]]).tolist()
+        if error < best[0]:
+            step, offset = s_cover * math.exp(ts[k]), int(offset)
+            best, ends = (error, step, offset), (-offset * step, (levels - 1 - offset) * step)
         if refine:  # next: `refine` steps between the neighbours of the best one
             t_lo, t_hi = ts[max(k - 1, 0)], ts[min(k + 1, len(ts) - 1)]
             ts = tuple(t_lo + (t_hi - t_lo) * i / (refine - 1) for i in range(refine))
-            s = torch.linspace(t_lo, t_hi, refine, dtype=_F64).exp_().mul_(s_cover)
-    return best[1], best[2]
+            s = torch.tensor([[s_cover * math.exp(t)] for t in ts], dtype=_F64)
+    return best[1] * width, best[2]
 
 
-# ---------------------------------------------------------------------------------------------
-# the observer
-# ---------------------------------------------------------------------------------------------
+# -- the observer ----------------------------------------------------------------------------
 
 
 class HistogramObserver(UniformQuantizationObserverBase):
@@ -547,33 +644,32 @@ class HistogramObserver(UniformQuantizationObserverBase):
     def forward(self, x_orig: torch.Tensor) -> torch.Tensor:
         """Add ``x_orig``'s values to the histogram (widening its range if needed); return
         ``x_orig`` unchanged. Raises :class:`NonFiniteInputError` on NaN or Inf."""
-        if x_orig.numel() == 0:
+        n = x_orig.numel()
+        if n == 0:
             warn_empty_input(self)
             return x_orig
-        x = x_orig.detach().reshape(-1)
+        x = _flat(x_orig.detach() if x_orig.requires_grad else x_orig)
         if x.dtype != torch.float32:
             x = x.float()
-        extremes = _group_extremes(x) if x.numel() > _EXACT_NUMEL else None
-        if extremes is None:
-            x_min, x_max = x.amin(), x.amax()
+        if n > _EXACT_NUMEL:
+            summary = _summary(x, _sampling(n, self.bins, x.device))
+            # every element is in a group (and the sample): the summary's extremes are x's
+            x_min, x_max = torch.aminmax(summary)
         else:
-            x_min, x_max = extremes[1].amin(), extremes[0].amax()
-        lo, hi = float(x_min), float(x_max)
+            summary = None
+            x_min, x_max = torch.aminmax(x)
+        lo, hi, *old = torch.stack([x_min, x_max, self.min_val, self.max_val]).tolist()
         if not (math.isfinite(lo) and math.isfinite(hi)):
             check_finite_minmax(self, x_min, x_max)  # raises, naming the problem
-        self._accumulate(x, lo, hi, extremes)
+        self._accumulate(x, lo, hi, old, summary)
         return x_orig
 
     def _accumulate(
-        self,
-        x: torch.Tensor,
-        x_min: float,
-        x_max: float,
-        extremes: tuple[torch.Tensor, torch.Tensor] | None,
+        self, x: torch.Tensor, x_min: float, x_max: float, old: list[float], summary: _Summary
     ) -> None:
-        old_lo, old_hi = float(self.min_val), float(self.max_val)
+        old_lo, old_hi = old
         if old_lo == math.inf or old_hi == -math.inf:  # nothing observed yet
-            batch = _batch_histogram(x, x_min, x_max, self.bins, extremes)
+            batch = _batch_histogram(x, x_min, x_max, self.bins, summary)
             self.histogram.copy_(batch)
             self.min_val.fill_(x_min)
             self.max_val.fill_(x_max)
@@ -583,7 +679,7 @@ class HistogramObserver(UniformQuantizationObserverBase):
             self.histogram.copy_(_rebin(self.histogram, old_lo, old_hi, new_lo, new_hi))
             self.min_val.fill_(new_lo)
             self.max_val.fill_(new_hi)
-        self.histogram.add_(_batch_histogram(x, new_lo, new_hi, self.bins, extremes))
+        self.histogram.add_(_batch_histogram(x, new_lo, new_hi, self.bins, summary))
 
     def reset_histogram(
         self, x: torch.Tensor, min_val: torch.Tensor, max_val: torch.Tensor
@@ -614,15 +710,25 @@ class HistogramObserver(UniformQuantizationObserverBase):
                 f"HistogramObserver has {self.histogram.numel()} histogram bins but was built "
                 f"with bins={self.bins}; load a state dict saved with the same number of bins"
             )
-        if lo == hi or float(self.histogram.sum()) <= 0.0:
+        if lo == hi:
             return self._calculate_qparams(self.min_val, self.max_val)
         family = self._grid_family()
         with torch.inference_mode():  # nothing below needs autograd; only floats come out
-            step, z = _search_grid(self.histogram.detach().cpu(), lo, hi, family)
-        new_min, new_max = self._range_for(step, z, family)
-        device = self.min_val.device
-        return self._calculate_qparams(
-            torch.tensor(new_min, device=device), torch.tensor(new_max, device=device)
+            counts = self.histogram
+            found = _search_grid(counts if counts.is_cpu else counts.cpu(), lo, hi, family)
+        if found is None:  # an empty histogram
+            return self._calculate_qparams(self.min_val, self.max_val)
+        new_min, new_max = self._range_for(*found, family)
+        return choose_qparams_per_tensor(
+            new_min,
+            new_max,
+            quant_min=self.quant_min,
+            quant_max=self.quant_max,
+            dtype=self.dtype,
+            qscheme=self.qscheme,
+            eps=float(self.eps),
+            has_customized_qrange=self.has_customized_qrange,
+            device=self.min_val.device,
         )
 
     def _grid_family(self) -> _GridFamily:
