@@ -1,6 +1,6 @@
-"""prepare_fx / convert_fx wall time: fxquant vs upstream (torch.ao.quantization.quantize_fx).
+"""prepare_fx / convert_fx time: fxquant vs upstream (torch.ao.quantization.quantize_fx).
 
-    PYTHONPATH=src python benchmarks/prepare_convert.py [--repeats 3] [--sizes 1000,2500,5000,10000]
+    PYTHONPATH=src python benchmarks/prepare_convert.py [--repeats 3] [--sizes 1000,2000,5000,10000]
 
 Models:
 * a ResNet-50 architecture (bottleneck blocks 3-4-6-3, random weights, 1x3x224x224 input);
@@ -9,7 +9,11 @@ Models:
 
 Both libraries get the default x86 qconfig mapping with a MinMax activation observer (the
 graph work is what is measured, not histogram building), one calibration batch, and the
-same model copy. Single-threaded; best of ``--repeats`` runs.
+same model copy. Single-threaded; the time is the main thread's CPU time
+(``time.thread_time``, so other processes on a shared machine do not inflate it), best of
+``--repeats`` runs. For each model the table shows both libraries' prepare and convert times,
+the time per graph node, and upstream / fxquant; a last line gives each library's per-node
+time at the largest chain relative to the smallest (about 1 for linear scaling).
 """
 
 from __future__ import annotations
@@ -98,9 +102,9 @@ def best_of(fn: Callable[[Any], Any], make_input: Callable[[], Any], repeats: in
     best, result = float("inf"), None
     for _ in range(repeats):
         arg = make_input()
-        start = time.perf_counter()
+        start = time.thread_time()
         result = fn(arg)
-        best = min(best, time.perf_counter() - start)
+        best = min(best, time.thread_time() - start)
     return best, result
 
 
@@ -114,29 +118,39 @@ def time_library(model: nn.Module, x: torch.Tensor, ns: Any, prepare: Callable[.
     return t_prepare, t_convert
 
 
-def measure(name: str, model: nn.Module, x: torch.Tensor, repeats: int) -> None:
+def measure(name: str, model: nn.Module, x: torch.Tensor, repeats: int) -> dict[str, float]:
+    """Print one table row; returns the per-node times (us) by column."""
     nodes = len(torch.fx.symbolic_trace(model).graph.nodes)
-    row = [f"{name:<22}", f"{nodes:>7}"]
-    for ns, prepare, convert in (
-        (fxquant, ours_fx.prepare_fx, ours_fx.convert_fx),
-        (tq, upstream_fx.prepare_fx, upstream_fx.convert_fx),
+    times: dict[str, float] = {}
+    for label, ns, prepare, convert in (
+        ("fxq", fxquant, ours_fx.prepare_fx, ours_fx.convert_fx),
+        ("up", tq, upstream_fx.prepare_fx, upstream_fx.convert_fx),
     ):
-        t_prepare, t_convert = time_library(model, x, ns, prepare, convert, repeats)
-        row += [f"{t_prepare * 1e3:>10.0f}", f"{t_convert * 1e3:>10.0f}"]
+        times[f"{label} prep"], times[f"{label} conv"] = time_library(model, x, ns, prepare, convert, repeats)
+    row = [f"{name:<20}", f"{nodes:>6}"]
+    row += [f"{times[k] * 1e3:>9.0f}" for k in ("fxq prep", "fxq conv", "up prep", "up conv")]
+    row += [f"{times[k] * 1e6 / nodes:>8.0f}" for k in ("fxq prep", "fxq conv", "up prep", "up conv")]
+    row += [f"{times['up prep'] / times['fxq prep']:>6.1f}x", f"{times['up conv'] / times['fxq conv']:>6.1f}x"]
     print(" ".join(row), flush=True)
+    return {k: v * 1e6 / nodes for k, v in times.items()}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--sizes", default="1000,2500,5000,10000", help="approximate node counts")
+    parser.add_argument("--sizes", default="1000,2000,5000,10000", help="approximate node counts of the chains")
     args = parser.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    print(f"{'model':<22} {'nodes':>7} {'fxq prep':>10} {'fxq conv':>10} {'up prep':>10} {'up conv':>10}  (ms)")
+    columns = ("fxq prep", "fxq conv", "up prep", "up conv")
+    print(f"{'model':<20} {'nodes':>6} " + " ".join(f"{c:>9}" for c in columns) + "  (ms, thread CPU time)")
+    print(f"{'':<27}" + " ".join(f"{c:>8}" for c in columns) + "  (us per node)  up/fxq prep, conv")
     measure("resnet50", ResNet50().eval(), torch.randn(1, 3, 224, 224), args.repeats)
-    for size in (int(s) for s in args.sizes.split(",")):
-        measure(f"chain ~{size} nodes", Chain(size // 3).eval(), torch.randn(2, 16), args.repeats)
+    per_node = [measure(f"chain ~{size}", Chain(size // 3).eval(), torch.randn(2, 16), args.repeats)
+                for size in (int(s) for s in args.sizes.split(","))]
+    if len(per_node) > 1:
+        growth = [f"{c} {per_node[-1][c] / per_node[0][c]:.2f}" for c in columns]
+        print("per-node time, largest chain / smallest chain (1.0 = linear): " + ", ".join(growth))
 
 
 if __name__ == "__main__":

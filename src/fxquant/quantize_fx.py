@@ -5,6 +5,10 @@
 Same names and signatures as ``torch.ao.quantization.quantize_fx``. Prepare traces the
 model, fuses backend patterns, resolves each node's qconfig, writes the engine's
 annotations and lets :func:`fxquant.engine.prepare.prepare_annotated` insert the observers.
+Standalone modules (:mod:`fxquant.fx.standalone`) are prepared and converted recursively,
+custom modules (:mod:`fxquant.fx.custom_module`, e.g. the quantizable LSTM) are swapped
+float → observed → quantized, and ``_equalization_config`` adds input-weight equalization
+(:mod:`fxquant.fx.equalization`).
 
 Example::
 
@@ -30,11 +34,31 @@ from fxquant.eager.mappings import get_default_qat_module_mappings
 from fxquant.engine.prepare import prepare_annotated
 from fxquant.fx.annotate import annotate_graph
 from fxquant.fx.custom_config import ConvertCustomConfig, FuseCustomConfig, PrepareCustomConfig
+from fxquant.fx.custom_module import (
+    annotate_custom_modules,
+    convert_custom_modules,
+    custom_float_classes,
+    link_users_to_output_observers,
+    quantized_results,
+    swap_custom_modules,
+)
+from fxquant.fx.equalization import (
+    apply_equalization,
+    equalization_qconfigs,
+    insert_equalization_observers,
+)
 from fxquant.fx.example_values import record_example_values
 from fxquant.fx.fuse import fuse_graph
 from fxquant.fx.lower import lower_to_quantized_modules
 from fxquant.fx.node_qconfig import mapping_with_fused_types, node_qconfigs
 from fxquant.fx.reference import convert_to_reference_graph
+from fxquant.fx.standalone import (
+    annotate_standalone_modules,
+    convert_standalone_modules,
+    keep_reference_outputs_quantized,
+    prepare_standalone_modules,
+    quantized_outputs,
+)
 from fxquant.fx.state import FX_STATE_META_KEY, FxObservedState, observed_state
 from fxquant.fx.tracer import trace_for_quantization
 from fxquant.qconfig.mapping import QConfigMapping
@@ -65,15 +89,25 @@ def _check_module_names(model: nn.Module, mapping: QConfigMapping) -> None:
         )
 
 
-def _check_supported(config: PrepareCustomConfig, equalization: Any) -> None:
-    unsupported = {
-        "standalone modules": config.standalone_module_names or config.standalone_module_classes,
-        "custom module classes": config.float_to_observed_mapping,
-        "_equalization_config": equalization,
-    }
-    used = [what for what, value in unsupported.items() if value]
-    if used:
-        raise NotImplementedError(f"prepare_fx does not support {', '.join(used)} yet")
+def _check_custom_config(model: nn.Module, config: PrepareCustomConfig, example_inputs: tuple[Any, ...]) -> None:
+    names = {name for name, _ in model.named_modules()}
+    for what, listed in (("set_non_traceable_module_names", config.non_traceable_module_names),
+                         ("set_standalone_module_name", list(config.standalone_module_names))):
+        unknown = sorted(n for n in listed if n not in names)
+        if unknown:
+            raise ValueError(
+                f"PrepareCustomConfig.{what} names modules that {type(model).__name__} does not have: "
+                f"{unknown}; use names from model.named_modules()"
+            )
+    for what, indexes in (("input", config.input_quantized_indexes), ("output", config.output_quantized_indexes)):
+        bad = [i for i in indexes if not isinstance(i, int) or i < 0]
+        if what == "input":
+            bad += [i for i in indexes if isinstance(i, int) and i >= len(example_inputs)]
+        if bad:
+            raise ValueError(
+                f"PrepareCustomConfig {what}_quantized_indexes {sorted(set(bad))} are not valid {what} "
+                f"positions (the model takes {len(example_inputs)} example inputs); give 0-based indexes"
+            )
 
 
 def _preserve(source: nn.Module, target: nn.Module, attributes: list[str]) -> None:
@@ -96,32 +130,62 @@ def _swap_qat_modules(gm: GraphModule, qconfigs: dict[Any, Any]) -> None:
         gm.add_submodule(str(node.target), qat_class.from_float(module))
 
 
+def _custom_config(custom: Any) -> PrepareCustomConfig:
+    if isinstance(custom, dict):
+        return PrepareCustomConfig.from_dict(custom)
+    if custom is not None and not isinstance(custom, PrepareCustomConfig):
+        raise TypeError(f"prepare_custom_config must be a PrepareCustomConfig or dict, got {type(custom).__name__}")
+    return custom or PrepareCustomConfig()
+
+
 def _prepare(
     model: nn.Module, qconfig_mapping: Any, example_inputs: tuple[Any, ...], custom: Any,
     equalization: Any, backend_config: Any, *, is_qat: bool,
 ) -> GraphModule:
     mapping = _as_mapping(qconfig_mapping)
-    config = PrepareCustomConfig.from_dict(custom) if isinstance(custom, dict) else custom or PrepareCustomConfig()
-    _check_supported(config, equalization)
+    config = _custom_config(custom)
     _check_module_names(model, mapping)
     if not isinstance(example_inputs, tuple):
         raise TypeError(f"example_inputs must be a tuple of forward's arguments, got {type(example_inputs).__name__}")
-    gm = trace_for_quantization(model, config.non_traceable_module_names, config.non_traceable_module_classes)
-    fuse_graph(gm, is_qat=is_qat)
+    _check_custom_config(model, config, example_inputs)
+    backend_config = backend_config or get_native_backend_config()
+    leaf_names = [*config.non_traceable_module_names, *config.standalone_module_names]
+    leaf_classes = [*config.non_traceable_module_classes, *config.standalone_module_classes,
+                    *custom_float_classes(config.float_to_observed_mapping)]
+    gm = trace_for_quantization(model, leaf_names, leaf_classes)
+    fuse_graph(gm, is_qat=is_qat, backend_config=backend_config)
     record_example_values(gm, example_inputs)
     qconfigs = node_qconfigs(gm, mapping_with_fused_types(gm, mapping))
     if is_qat:
         _swap_qat_modules(gm, qconfigs)
+    eq_qconfigs = equalization_qconfigs(gm, equalization) if equalization is not None else {}
+
+    def prepare_submodule(sub: nn.Module, sm_mapping: Any, inputs: tuple[Any, ...], sm_custom: Any,
+                          sm_backend: Any) -> GraphModule:
+        return _prepare(sub, sm_mapping, inputs, sm_custom, None, sm_backend, is_qat=is_qat)
+
+    standalone = prepare_standalone_modules(gm, qconfigs, config, backend_config, example_inputs,
+                                            prepare_submodule)
+    custom_nodes = swap_custom_modules(gm, qconfigs, config.float_to_observed_mapping)
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
-    quantized_inputs = {placeholders[i] for i in config.input_quantized_indexes}
-    result = annotate_graph(gm, qconfigs, backend_config or get_native_backend_config(), quantized_inputs)
+    arriving_quantized = {placeholders[i] for i in config.input_quantized_indexes}
+    arriving_quantized |= set(quantized_results(custom_nodes)) | set(quantized_outputs(standalone))
+    special = set(custom_nodes) | set(standalone)
+    result = annotate_graph(gm, {n: q for n, q in qconfigs.items() if n not in special}, backend_config,
+                            arriving_quantized)
+    custom_sites = annotate_custom_modules(custom_nodes, qconfigs, arriving_quantized)
+    standalone_sites = annotate_standalone_modules(standalone, qconfigs, arriving_quantized)
+    link_users_to_output_observers([*custom_nodes, *standalone], arriving_quantized)
     prepare_annotated(gm, is_qat=is_qat)
+    equalization_sites = insert_equalization_observers(gm, eq_qconfigs, set(result.weighted_qconfigs)) \
+        if eq_qconfigs else {}
     _preserve(model, gm, config.preserved_attributes)
     gm.meta[FX_STATE_META_KEY] = FxObservedState(
         is_qat=is_qat, weighted_qconfigs=result.weighted_qconfigs,
         left_in_float=result.left_in_float, preserved_attributes=list(config.preserved_attributes),
         input_quantized_indexes=list(config.input_quantized_indexes),
         output_quantized_indexes=list(config.output_quantized_indexes),
+        custom_modules=custom_sites, standalone_modules=standalone_sites, equalization=equalization_sites,
     )
     return gm
 
@@ -137,9 +201,15 @@ def prepare_fx(
     """Trace ``model`` (in eval mode), fuse, and insert observers where ``qconfig_mapping``
     asks; run calibration data through the result, then :func:`convert_fx` it.
 
+    ``prepare_custom_config`` adds standalone modules, custom module classes,
+    non-traceable modules, quantized input/output indexes and preserved attributes;
+    ``_equalization_config`` (a QConfigMapping of
+    :class:`~fxquant.fx._equalize.EqualizationQConfig`) adds input-weight equalization of
+    linear/conv layers.
+
     Raises ``FxTraceError`` (module and line named) if the model cannot be traced,
     ``ExampleInputError`` if ``example_inputs`` do not run through it, ``ValueError`` for
-    module names in the mapping that the model does not have.
+    module names in the mapping or the custom config that the model does not have.
     """
     if model.training:
         warnings.warn("prepare_fx is for post-training quantization; call model.eval() first "
@@ -171,7 +241,7 @@ def fuse_fx(
     config = FuseCustomConfig.from_dict(fuse_custom_config) if isinstance(fuse_custom_config, dict) \
         else fuse_custom_config or FuseCustomConfig()
     gm = trace_for_quantization(model, [], [])
-    fuse_graph(gm, is_qat=model.training)
+    fuse_graph(gm, is_qat=model.training, backend_config=backend_config)
     _preserve(model, gm, config.preserved_attributes)
     return gm
 
@@ -179,10 +249,17 @@ def fuse_fx(
 def _convert(graph_module: GraphModule, custom: Any, *, reference: bool) -> GraphModule:
     state = observed_state(graph_module)
     config = ConvertCustomConfig.from_dict(custom) if isinstance(custom, dict) else custom or ConvertCustomConfig()
-    if config.observed_to_quantized_mapping:
-        raise NotImplementedError("convert_fx does not support custom module classes yet")
-    gm = convert_to_reference_graph(graph_module, state)
-    if not reference:
+    gm = graph_module
+    convert_standalone_modules(gm, state.standalone_modules,
+                               lambda sub: _convert(sub, None, reference=reference))
+    if state.custom_modules.modules:
+        convert_custom_modules(gm, state.custom_modules, config.observed_to_quantized_mapping)
+    if state.equalization:
+        apply_equalization(gm, state.equalization)
+    gm = convert_to_reference_graph(gm, state)
+    if reference:
+        keep_reference_outputs_quantized(gm, state.output_quantized_indexes)
+    else:
         gm = lower_to_quantized_modules(gm, state.output_quantized_indexes)
     del gm.meta[FX_STATE_META_KEY]
     _preserve(graph_module, gm, config.preserved_attributes)
@@ -197,7 +274,11 @@ def convert_fx(
     backend_config: Any = None,
 ) -> GraphModule:
     """Turn a calibrated (or trained) prepared model into an int8 model running torch's
-    quantized CPU kernels with pre-packed weights. Converts in place and returns the model."""
+    quantized CPU kernels with pre-packed weights. Converts in place and returns the model.
+
+    ``convert_custom_config`` maps observed custom module classes to quantized ones
+    (``set_observed_to_quantized_mapping``); the quantizable LSTM / MultiheadAttention
+    default to their quantized classes."""
     del _remove_qconfig, qconfig_mapping, backend_config  # accepted for upstream compatibility
     return _convert(graph_module, convert_custom_config, reference=False)
 

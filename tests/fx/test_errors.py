@@ -77,20 +77,6 @@ def test_example_inputs_must_be_a_tuple():
         prepare_fx(nn.Sequential(nn.Linear(4, 4)).eval(), _mapping(), torch.randn(2, 4))
 
 
-@pytest.mark.parametrize(
-    "config",
-    [
-        pytest.param(fxquant.fx.PrepareCustomConfig().set_standalone_module_name("0", None, None, None, None),
-                     id="standalone_module"),
-        pytest.param(fxquant.fx.PrepareCustomConfig().set_float_to_observed_mapping(nn.LSTM, nn.LSTM),
-                     id="custom_module"),
-    ],
-)
-def test_features_not_supported_yet_say_so(config):
-    with pytest.raises(NotImplementedError, match="does not support"):
-        prepare_fx(nn.Sequential(nn.Linear(4, 4)).eval(), _mapping(), (torch.randn(2, 4),), config)
-
-
 def test_fixed_qparams_op_with_a_plain_qconfig_is_left_float_with_a_warning():
     model = nn.Sequential(nn.Linear(4, 4), nn.Sigmoid()).eval()
     mapping = fxquant.QConfigMapping().set_global(fxquant.get_default_qconfig("x86"))
@@ -108,4 +94,23 @@ def test_qconfig_the_backend_cannot_honour_leaves_the_op_float_and_says_why():
     model = nn.Sequential(nn.Linear(4, 4)).eval()
     with pytest.warns(UserWarning, match=r"leaves .*in float: .*native"):
         prepared = prepare_fx(model, fxquant.QConfigMapping().set_global(qconfig), (torch.randn(2, 4),))
+    assert not [n for n in prepared.graph.nodes if "activation_post_process" in str(n.target)]
+
+
+def test_static_qconfig_on_an_lstm_is_left_float_naming_the_pattern_and_dtypes():
+    model = nn.Sequential(nn.LSTM(4, 4)).eval()
+    with pytest.warns(UserWarning, match=r"leaves .*_0.* in float: pattern .*LSTM.*native.*dynamic"):
+        prepared = prepare_fx(model, _mapping(), (torch.randn(3, 2, 4),))
+    assert not [n for n in prepared.graph.nodes if "activation_post_process" in str(n.target)]
+
+
+@pytest.mark.parametrize("backend", ["native", "test_only_legacy_native"])
+def test_float16_static_qconfig_stays_float_and_says_what_to_use(backend):
+    from fxquant.backend_config import native
+
+    config = getattr(native, f"get_{backend}_backend_config")()
+    mapping = fxquant.QConfigMapping().set_global(fxquant.float16_static_qconfig)
+    with pytest.warns(UserWarning, match=r"leaves .*in float: pattern .*Linear.*float16"):
+        prepared = prepare_fx(nn.Sequential(nn.Linear(4, 4)).eval(), mapping, (torch.randn(2, 4),),
+                              backend_config=config)
     assert not [n for n in prepared.graph.nodes if "activation_post_process" in str(n.target)]

@@ -156,3 +156,34 @@ def test_quantized_input_and_output_indexes_like_upstream(fx_models):
     got, want = lowered(qx), oracle(qx)
     assert got.is_quantized and (got.q_scale(), got.q_zero_point()) == (want.q_scale(), want.q_zero_point())
     assert torch.equal(got.int_repr(), want.int_repr())
+
+
+class _ReluThenResidual(torch.nn.Module):
+    """``torch.relu`` reads a lowered conv's quantized output and feeds an add whose other
+    operand has different parameters: lowering must not assume they match."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(4, 4, 1)
+        self.conv2 = torch.nn.Conv2d(4, 4, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv2(torch.relu(self.conv(x)) + x)
+
+
+def test_lowering_checks_the_parameters_a_lowered_producer_hands_on():
+    import torch.ao.quantization as tq
+
+    def mapping(ns):
+        return ns.get_default_qconfig_mapping("x86").set_global(ns.QConfig(
+            activation=ns.MinMaxObserver.with_args(reduce_range=True),
+            weight=ns.default_per_channel_weight_observer))
+
+    torch.manual_seed(0)
+    model, x = _ReluThenResidual().eval(), torch.randn(2, 4, 6, 6)
+    ours = prepare_fx(copy.deepcopy(model), mapping(fxquant), (x,))
+    theirs = upstream_fx.prepare_fx(copy.deepcopy(model), mapping(tq), (x,))
+    for _ in range(3):
+        batch = torch.randn(2, 4, 6, 6)
+        ours(batch), theirs(batch)
+    assert torch.equal(convert_fx(ours)(x), upstream_fx.convert_fx(theirs)(x))

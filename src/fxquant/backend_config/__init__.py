@@ -5,7 +5,10 @@
 * ready configs: :mod:`~fxquant.backend_config.native`, ``x86``, ``fbgemm``, ``qnnpack``,
   ``onednn``, ``executorch``, ``tensorrt``;
 * :mod:`~fxquant.backend_config.utils`: the lookups the FX flow makes;
-* :mod:`~fxquant.backend_config.support`: whether a backend honours a qconfig, and why not.
+* :mod:`~fxquant.backend_config.support`: whether a backend honours a qconfig, and why not;
+* :mod:`~fxquant.backend_config.clamp_output`: conv/linear → ReLU6/hardtanh observed after the
+  clamp, which the native, x86, fbgemm, qnnpack and oneDNN configs include unless called with
+  ``upstream_compatible=True``.
 """
 
 from fxquant.backend_config.backend_config import (
@@ -15,6 +18,7 @@ from fxquant.backend_config.backend_config import (
     DTypeWithConstraints,
     ObservationType,
 )
+from fxquant.backend_config.clamp_output import observe_after_clamp
 from fxquant.backend_config.executorch import get_executorch_backend_config
 from fxquant.backend_config.fbgemm import get_fbgemm_backend_config
 from fxquant.backend_config.native import get_native_backend_config, get_native_backend_config_dict
@@ -53,4 +57,5 @@ __all__ = [
     "get_tensorrt_backend_config",
     "get_tensorrt_backend_config_dict",
     "get_x86_backend_config",
+    "observe_after_clamp",
 ]

@@ -21,6 +21,7 @@ from fxquant.backend_config._common_operator_config_utils import (
     _get_tensor_info_op_configs,
 )
 from fxquant.backend_config.backend_config import BackendConfig
+from fxquant.backend_config.clamp_output import observe_after_clamp
 from fxquant.backend_config.dtype_config import DTypeConfig
 
 __all__ = [
@@ -92,8 +93,13 @@ def _native_backend_config(name: str, *, with_fp16_ops: bool) -> BackendConfig:
     )
 
 
-def get_native_backend_config() -> BackendConfig:
+def get_native_backend_config(*, upstream_compatible: bool = False) -> BackendConfig:
     """The ``BackendConfig`` of PyTorch's native quantized kernels (fbgemm / qnnpack).
+
+    ``upstream_compatible=True`` gives exactly upstream's patterns (a conv/linear output is
+    observed before a following ReLU6/hardtanh); by default the patterns of
+    :func:`~fxquant.backend_config.clamp_output.observe_after_clamp` are added, which observe
+    it after the clamp.
 
     Example::
 
@@ -101,12 +107,13 @@ def get_native_backend_config() -> BackendConfig:
         >>> config.name
         'native'
     """
-    return _native_backend_config("native", with_fp16_ops=False)
+    config = _native_backend_config("native", with_fp16_ops=False)
+    return config if upstream_compatible else observe_after_clamp(config)
 
 
-def get_native_backend_config_dict() -> dict[str, Any]:
+def get_native_backend_config_dict(*, upstream_compatible: bool = False) -> dict[str, Any]:
     """:func:`get_native_backend_config` as a dictionary."""
-    return get_native_backend_config().to_dict()
+    return get_native_backend_config(upstream_compatible=upstream_compatible).to_dict()
 
 
 def get_test_only_legacy_native_backend_config() -> BackendConfig:

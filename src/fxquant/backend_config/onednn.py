@@ -29,6 +29,7 @@ from fxquant.backend_config._common_operator_config_utils import (
     _get_share_qparams_op_configs,
 )
 from fxquant.backend_config.backend_config import BackendConfig
+from fxquant.backend_config.clamp_output import observe_after_clamp
 from fxquant.backend_config.dtype_config import DTypeConfig
 from fxquant.backend_config.fusers import sequential_fuser
 from fxquant.backend_config.pattern_config import BackendPatternConfig, ObservationType
@@ -190,8 +191,13 @@ def _get_onednn_linear_configs(dtype_configs: list[DTypeConfig]) -> list[Backend
     ]
 
 
-def get_onednn_backend_config() -> BackendConfig:
+def get_onednn_backend_config(*, upstream_compatible: bool = False) -> BackendConfig:
     """The ``BackendConfig`` of PyTorch's oneDNN kernels.
+
+    ``upstream_compatible=True`` gives exactly upstream's patterns (a conv/linear output is
+    observed before a following ReLU6/hardtanh); by default the patterns of
+    :func:`~fxquant.backend_config.clamp_output.observe_after_clamp` are added, which observe
+    it after the clamp.
 
     Example::
 
@@ -199,7 +205,7 @@ def get_onednn_backend_config() -> BackendConfig:
         'onednn'
     """
     ops = [onednn_op_quint8_dtype_config]
-    return (
+    config = (
         BackendConfig("onednn")
         .set_backend_pattern_configs(_get_onednn_conv_configs([onednn_weighted_op_int8_dtype_config]))
         .set_backend_pattern_configs(_get_onednn_linear_configs(
@@ -215,3 +221,4 @@ def get_onednn_backend_config() -> BackendConfig:
         .set_backend_pattern_configs(_get_embedding_op_configs(
             [onednn_weight_only_qint8_dtype_config]))
     )
+    return config if upstream_compatible else observe_after_clamp(config)

@@ -21,6 +21,7 @@ from fxquant.backend_config._common_operator_config_utils import (
     _get_share_qparams_op_configs,
 )
 from fxquant.backend_config.backend_config import BackendConfig
+from fxquant.backend_config.clamp_output import observe_after_clamp
 from fxquant.backend_config.dtype_config import DTypeConfig, DTypeWithConstraints
 
 __all__ = ["get_qnnpack_backend_config"]
@@ -71,8 +72,13 @@ qnnpack_default_op_qint8_symmetric_dtype_config = DTypeConfig(
 )
 
 
-def get_qnnpack_backend_config() -> BackendConfig:
+def get_qnnpack_backend_config(*, upstream_compatible: bool = False) -> BackendConfig:
     """The ``BackendConfig`` of PyTorch's QNNPACK kernels (quint8 and symmetric qint8).
+
+    ``upstream_compatible=True`` gives exactly upstream's patterns (a conv/linear output is
+    observed before a following ReLU6/hardtanh); by default the patterns of
+    :func:`~fxquant.backend_config.clamp_output.observe_after_clamp` are added, which observe
+    it after the clamp.
 
     Example::
 
@@ -87,7 +93,7 @@ def get_qnnpack_backend_config() -> BackendConfig:
                qnnpack_default_dynamic_float16_dtype_config]
     weight_only = [qnnpack_weight_only_quint8_dtype_config,
                    qnnpack_weight_only_quint4x2_dtype_config]
-    return (
+    config = (
         BackendConfig("qnnpack")
         .set_backend_pattern_configs(_get_conv_configs(weighted))
         .set_backend_pattern_configs(_get_linear_configs([*weighted, *dynamic]))
@@ -100,3 +106,4 @@ def get_qnnpack_backend_config() -> BackendConfig:
         .set_backend_pattern_configs(_get_rnn_op_configs(dynamic))
         .set_backend_pattern_configs(_get_embedding_op_configs(weight_only))
     )
+    return config if upstream_compatible else observe_after_clamp(config)

@@ -18,6 +18,7 @@ from fxquant.backend_config._common_operator_config_utils import (
     _get_tensor_info_op_configs,
 )
 from fxquant.backend_config.backend_config import BackendConfig
+from fxquant.backend_config.clamp_output import observe_after_clamp
 from fxquant.backend_config.dtype_config import DTypeConfig
 
 __all__ = ["get_x86_backend_config"]
@@ -47,15 +48,21 @@ x86_weight_only_quint4x2_dtype_config = DTypeConfig(
 )
 
 
-def get_x86_backend_config() -> BackendConfig:
+def get_x86_backend_config(*, upstream_compatible: bool = False) -> BackendConfig:
     """The ``BackendConfig`` of PyTorch's x86 kernels (FBGEMM and oneDNN, chosen per op).
+
+    ``upstream_compatible=True`` gives exactly upstream's patterns (a conv/linear output is
+    observed before a following ReLU6/hardtanh); by default the patterns of
+    :func:`~fxquant.backend_config.clamp_output.observe_after_clamp` are added, which observe
+    it after the clamp.
 
     Example::
 
         >>> get_x86_backend_config().name
         'x86'
     """
-    return server_cpu_backend_config("x86", binary_and_fixed_qparams=x86_weighted_op_int8_dtype_config)
+    config = server_cpu_backend_config("x86", binary_and_fixed_qparams=x86_weighted_op_int8_dtype_config)
+    return config if upstream_compatible else observe_after_clamp(config)
 
 
 def server_cpu_backend_config(name: str, *, binary_and_fixed_qparams: DTypeConfig) -> BackendConfig:

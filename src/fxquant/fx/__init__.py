@@ -6,7 +6,19 @@ The public entry points live in :mod:`fxquant.quantize_fx`; the custom configs a
 """
 
 from fxquant.fx.custom_config import ConvertCustomConfig, FuseCustomConfig, PrepareCustomConfig
+from fxquant.fx.custom_module import CustomModuleError
+from fxquant.fx.equalization import EqualizationError
 from fxquant.fx.example_values import ExampleInputError
+from fxquant.fx.standalone import StandaloneModuleError
 from fxquant.fx.tracer import FxTraceError
 
-__all__ = ["ConvertCustomConfig", "ExampleInputError", "FuseCustomConfig", "FxTraceError", "PrepareCustomConfig"]
+__all__ = [
+    "ConvertCustomConfig",
+    "CustomModuleError",
+    "EqualizationError",
+    "ExampleInputError",
+    "FuseCustomConfig",
+    "FxTraceError",
+    "PrepareCustomConfig",
+    "StandaloneModuleError",
+]

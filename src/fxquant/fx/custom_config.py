@@ -9,6 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from fxquant.backend_config import BackendConfig
+from fxquant.eager.quant_type import QuantType
+from fxquant.qconfig.mapping import QConfigMapping
+
 __all__ = ["ConvertCustomConfig", "FuseCustomConfig", "PrepareCustomConfig"]
 
 _NON_TRACEABLE_NAMES = "non_traceable_module_name"
@@ -20,6 +24,37 @@ _STANDALONE_NAMES = "standalone_module_name"
 _STANDALONE_CLASSES = "standalone_module_class"
 _FLOAT_TO_OBSERVED = "float_to_observed_custom_module_class"
 _OBSERVED_TO_QUANTIZED = "observed_to_quantized_custom_module_class"
+_QUANT_TYPES = ("static", "dynamic", "weight_only", "qat")
+
+
+def _quant_type_name(quant_type: Any) -> str:
+    """``"static"``... for a QuantType or its name; ValueError for anything else."""
+    name = quant_type.name.lower() if isinstance(quant_type, QuantType) else quant_type
+    if name not in _QUANT_TYPES:
+        raise ValueError(f"unknown quant type {quant_type!r}; expected one of {list(_QUANT_TYPES)} or a QuantType")
+    return str(name)
+
+
+def _standalone_entry(qconfig_mapping: Any, example_inputs: Any, custom: Any, backend_config: Any) -> tuple:
+    """A standalone-module entry with upstream's dict forms turned into objects."""
+    if isinstance(qconfig_mapping, dict):
+        qconfig_mapping = QConfigMapping.from_dict(qconfig_mapping)
+    if isinstance(custom, dict):
+        custom = PrepareCustomConfig.from_dict(custom)
+    if isinstance(backend_config, dict):
+        backend_config = BackendConfig.from_dict(backend_config)
+    return (qconfig_mapping, example_inputs, custom, backend_config)
+
+
+def _standalone_to_dict(key: Any, entry: tuple) -> tuple:
+    qconfig_mapping, example_inputs, custom, backend_config = entry
+    return (
+        key,
+        qconfig_mapping.to_dict() if isinstance(qconfig_mapping, QConfigMapping) else qconfig_mapping,
+        example_inputs,
+        custom.to_dict() if isinstance(custom, PrepareCustomConfig) else custom,
+        backend_config.to_dict() if isinstance(backend_config, BackendConfig) else backend_config,
+    )
 
 
 def _check_keys(d: dict[str, Any], allowed: tuple[str, ...], owner: str) -> None:
@@ -53,8 +88,11 @@ class PrepareCustomConfig:
         self, module_name: str, qconfig_mapping: Any, example_inputs: Any,
         prepare_custom_config: Any, backend_config: Any,
     ) -> PrepareCustomConfig:
-        """Quantize ``module_name`` as a separate graph (not supported by prepare_fx yet)."""
-        self.standalone_module_names[module_name] = (
+        """Prepare and convert submodule ``module_name`` as its own GraphModule with these
+        settings (None: the parent's qconfig for it as global qconfig, example inputs captured
+        from the parent's, an empty custom config, the parent's backend config). Its custom
+        config's input/output quantized indexes set the boundary with the parent."""
+        self.standalone_module_names[module_name] = _standalone_entry(
             qconfig_mapping, example_inputs, prepare_custom_config, backend_config
         )
         return self
@@ -63,8 +101,9 @@ class PrepareCustomConfig:
         self, module_class: type, qconfig_mapping: Any, example_inputs: Any,
         prepare_custom_config: Any, backend_config: Any,
     ) -> PrepareCustomConfig:
-        """Quantize every ``module_class`` instance as a separate graph (not supported yet)."""
-        self.standalone_module_classes[module_class] = (
+        """Like :meth:`set_standalone_module_name` for every instance of ``module_class``
+        (a name entry wins over a class entry)."""
+        self.standalone_module_classes[module_class] = _standalone_entry(
             qconfig_mapping, example_inputs, prepare_custom_config, backend_config
         )
         return self
@@ -72,8 +111,10 @@ class PrepareCustomConfig:
     def set_float_to_observed_mapping(
         self, float_class: type, observed_class: type, quant_type: Any = "static"
     ) -> PrepareCustomConfig:
-        """Swap ``float_class`` modules for ``observed_class`` (custom modules)."""
-        self.float_to_observed_mapping.setdefault(quant_type, {})[float_class] = observed_class
+        """Swap ``float_class`` modules (kept whole by tracing) for
+        ``observed_class.from_float(module)`` at prepare (custom modules; ``quant_type`` is
+        ``"static"`` or ``QuantType.STATIC``)."""
+        self.float_to_observed_mapping.setdefault(_quant_type_name(quant_type), {})[float_class] = observed_class
         return self
 
     def set_non_traceable_module_names(self, module_names: list[str]) -> PrepareCustomConfig:
@@ -126,9 +167,9 @@ class PrepareCustomConfig:
         """Upstream's dict format; empty entries are left out."""
         d: dict[str, Any] = {}
         if self.standalone_module_names:
-            d[_STANDALONE_NAMES] = [(k, *v) for k, v in self.standalone_module_names.items()]
+            d[_STANDALONE_NAMES] = [_standalone_to_dict(k, v) for k, v in self.standalone_module_names.items()]
         if self.standalone_module_classes:
-            d[_STANDALONE_CLASSES] = [(k, *v) for k, v in self.standalone_module_classes.items()]
+            d[_STANDALONE_CLASSES] = [_standalone_to_dict(k, v) for k, v in self.standalone_module_classes.items()]
         if self.float_to_observed_mapping:
             d[_FLOAT_TO_OBSERVED] = self.float_to_observed_mapping
         for key, value in ((_NON_TRACEABLE_NAMES, self.non_traceable_module_names),
@@ -151,8 +192,9 @@ class ConvertCustomConfig:
     def set_observed_to_quantized_mapping(
         self, observed_class: type, quantized_class: type, quant_type: Any = "static"
     ) -> ConvertCustomConfig:
-        """Swap observed custom modules of ``observed_class`` for ``quantized_class``."""
-        self.observed_to_quantized_mapping.setdefault(quant_type, {})[observed_class] = quantized_class
+        """Swap observed custom modules of ``observed_class`` for
+        ``quantized_class.from_observed(module)`` at convert."""
+        self.observed_to_quantized_mapping.setdefault(_quant_type_name(quant_type), {})[observed_class] = quantized_class
         return self
 
     def set_preserved_attributes(self, attributes: list[str]) -> ConvertCustomConfig:

@@ -1,83 +1,96 @@
-"""Fusion of module chains on a traced graph: ``conv → bn → relu``, ``conv → relu``,
-``linear → bn``, ``linear → relu``, ``bn → relu``, ``conv_transpose → bn`` become one
-module (``fxquant.nn.intrinsic``, or the float module with batch norm folded in for PTQ),
-built by the eager fuser methods. ReLU may be a module, ``F.relu``/``torch.relu`` or the
-``relu`` method."""
+"""Fusion on a traced graph, driven by the fusion patterns of a ``BackendConfig`` (those with a
+fuser method): ``conv → bn → relu``, ``conv → relu``, ``linear → bn``, ``bn → relu``,
+``conv_transpose → bn``, ``conv → add (→ relu)`` on oneDNN, ... become one module, built by
+the pattern's fuser method (``fxquant.nn.intrinsic`` containers, or the float module with
+batch norm folded in for post-training quantization).
+
+As upstream: the matched modules are handed to the fuser method in the pattern's reversed
+nested format, a functional ``F.relu`` becomes an ``nn.ReLU`` module, other functions and
+methods are passed as themselves; the fused module replaces the root's module, the extra
+inputs the pattern names (the other operand of ``add``) are appended to the root's
+arguments, and the other matched nodes disappear.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
+import torch.nn.functional as F
 from torch import nn
 from torch.fx import GraphModule, Node
 
-from fxquant.eager.fuser_methods import get_fuser_method
-from fxquant.fx.op_table import RELU_TARGETS
+from fxquant.backend_config import BackendConfig, get_native_backend_config
+from fxquant.backend_config.patterns import MatchAllNode, fuser_method_in_reversed_nested_format
+from fxquant.fx.match import PatternMatch, find_matches, sorted_pattern_configs
 
 __all__ = ["fuse_graph"]
 
-_ROOTS: tuple[type, ...] = (
-    nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear, nn.BatchNorm2d, nn.BatchNorm3d,
-    nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d,
-)
-_BNS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
-# which chains exist: root type -> allowed follower kinds, in order
-_WITH_BN = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear,
-            nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
-_WITH_RELU = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear, nn.BatchNorm2d, nn.BatchNorm3d)
-_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
-
-def _module(gm: GraphModule, node: Node) -> nn.Module | None:
-    if node.op != "call_module":
-        return None
-    return gm.get_submodule(str(node.target))
-
-
-def _sole_user(node: Node) -> Node | None:
-    return next(iter(node.users)) if len(node.users) == 1 else None
-
-
-def _is_relu(gm: GraphModule, node: Node) -> bool:
+def _as_module(gm: GraphModule, node: Any, root_module: nn.Module) -> Any:
+    if not isinstance(node, Node):
+        return MatchAllNode
     if node.op == "call_module":
-        return type(_module(gm, node)) is nn.ReLU
-    if node.op == "call_function":
-        return node.target in RELU_TARGETS
-    return node.op == "call_method" and node.target in ("relu", "relu_")
+        return gm.get_submodule(str(node.target))
+    if node.op == "call_function" and node.target is F.relu:
+        relu = nn.ReLU()
+        relu.training = root_module.training
+        return relu
+    return node.target
 
 
-def _chain(gm: GraphModule, root: Node, root_module: nn.Module) -> list[Node]:
-    """The nodes fused with ``root`` (root first); just ``[root]`` if there is nothing to fuse."""
-    chain = [root]
-    nxt = _sole_user(root)
-    if isinstance(root_module, _WITH_BN) and nxt is not None and isinstance(_module(gm, nxt), _BNS):
-        chain.append(nxt)
-        nxt = _sole_user(nxt)
-    relu_ok = isinstance(root_module, _WITH_RELU) and (len(chain) == 1 or isinstance(root_module, _CONVS))
-    if relu_ok and nxt is not None and _is_relu(gm, nxt) and nxt.args[0] is chain[-1]:
-        chain.append(nxt)
-    return chain
+def _modules_in_pattern(gm: GraphModule, node: Node, pattern: Any, root_module: nn.Module) -> Any:
+    """The matched modules (or ops) in the nesting of ``pattern`` (reversed nested format)."""
+    if not isinstance(pattern, tuple):
+        return _as_module(gm, node, root_module)
+    parts = [_as_module(gm, node, root_module)]
+    for arg, sub in zip(node.args, pattern[1:]):
+        is_any = isinstance(sub, type) and issubclass(sub, MatchAllNode)
+        parts.append(MatchAllNode if is_any or not isinstance(arg, Node)
+                     else _modules_in_pattern(gm, arg, sub, root_module))
+    return tuple(parts)
 
 
-def fuse_graph(gm: GraphModule, *, is_qat: bool) -> GraphModule:
-    """Fuse every chain in ``gm`` in place; returns ``gm`` recompiled."""
+def _node_pattern(node: Any, pattern: Any) -> Any:
+    if not isinstance(pattern, tuple) or not isinstance(node, Node):
+        return node
+    return (node, *(_node_pattern(a, p) for a, p in zip(node.args, pattern[1:])))
+
+
+def _fuse_match(gm: GraphModule, match: PatternMatch, *, is_qat: bool) -> None:
+    root = match.root
+    if root.op != "call_module":
+        raise TypeError(f"fusion pattern {match.pattern} has root {root.format_node()}, which is "
+                        "not a module; a fusion pattern's root must be a module call")
+    root_module = gm.get_submodule(str(root.target))
+    modules = _modules_in_pattern(gm, match.output, match.pattern, root_module)
+    fuser = fuser_method_in_reversed_nested_format(match.config)
+    fused = fuser(is_qat, *modules) if isinstance(modules, tuple) else fuser(is_qat, modules)
+    gm.add_submodule(str(root.target), fused)
+    getter = match.config._extra_inputs_getter
+    if getter is not None:
+        root.args = (*root.args, *getter(_node_pattern(match.output, match.pattern)))
+    output = match.output
+    if output is not root:
+        output.prepend(root)  # where the pattern's output was: after every extra input
+        output.replace_all_uses_with(root)
+    for node in reversed(match.nodes):
+        if node is not root and not node.users:
+            gm.graph.erase_node(node)
+
+
+def fuse_graph(gm: GraphModule, *, is_qat: bool, backend_config: BackendConfig | None = None) -> GraphModule:
+    """Fuse every match of ``backend_config``'s fusion patterns (default: the native backend)
+    in ``gm`` in place; returns ``gm`` recompiled."""
+    config = backend_config if backend_config is not None else get_native_backend_config()
+    pairs = sorted_pattern_configs(config, lambda c: c.fuser_method is not None)
+    matches = find_matches(gm, pairs, lambda m: m.root.op == "call_module")
+    done: set[int] = set()
     for node in list(gm.graph.nodes):
-        if node.graph is not gm.graph or node.op != "call_module":
+        match = matches.get(node)
+        if match is None or id(match) in done or node is not match.output:
             continue
-        root_module = _module(gm, node)
-        if type(root_module) not in _ROOTS:
-            continue
-        assert root_module is not None
-        chain = _chain(gm, node, root_module)
-        if len(chain) == 1:
-            continue
-        modules: list[nn.Module] = [root_module]
-        for follower in chain[1:]:
-            m = _module(gm, follower)
-            modules.append(m if m is not None else nn.ReLU())
-        fuser = get_fuser_method(tuple(type(m) for m in modules))
-        gm.add_submodule(str(node.target), fuser(is_qat, *modules))
-        for follower in reversed(chain[1:]):
-            follower.replace_all_uses_with(node)
-            gm.graph.erase_node(follower)
+        done.add(id(match))
+        _fuse_match(gm, match, is_qat=is_qat)
     gm.graph.lint()
     gm.delete_all_unused_submodules()
     gm.recompile()

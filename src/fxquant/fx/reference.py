@@ -1,7 +1,9 @@
-"""convert, first half: the reference model. Each quantized conv/linear module becomes its
-reference module (float weight plus weight qparams observed now, from ``qconfig.weight()``,
-or from the QAT module's weight fake-quantizer), and the engine turns every activation
-observer into ``quantized_decomposed`` quantize/dequantize nodes."""
+"""convert, first half: the reference model. Each quantized weighted module becomes its
+reference module — the one the ``BackendConfig`` names for its root (float weight plus weight
+qparams observed now, from ``qconfig.weight()``, or from the QAT module's weight
+fake-quantizer; recurrent modules get one set of qparams per weight) — and the engine turns
+every activation observer into ``quantized_decomposed`` quantize/dequantize nodes (dynamic
+observers into choose_qparams → quantize → dequantize)."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from torch.fx import GraphModule
 
 from fxquant.eager.mappings import get_static_quant_module_class
 from fxquant.engine.convert import convert_observers_to_qdq
+from fxquant.fx.annotate import QUANT_MODE_META_KEY, WEIGHTED_MODULES_META_KEY
 from fxquant.fx.state import FxObservedState
 from fxquant.nn.intrinsic import _FusedModule
 from fxquant.nn.quantized.reference import weight_qparams_from_observer
@@ -35,12 +38,31 @@ def _float_and_weight_observer(module: nn.Module, qconfig: Any) -> tuple[nn.Modu
     return module, observer
 
 
-def to_reference_module(module: nn.Module, qconfig: Any) -> nn.Module:
-    """The reference module for a float / fused / QAT conv or linear (fused containers keep
-    their type with the reference module inside)."""
+def _recurrent_weight_qparams(module: nn.Module, qconfig: Any) -> dict[str, Any]:
+    """One qparams entry per weight of an RNN / LSTM / GRU (cell), each observed on its own."""
+    if qconfig is None or qconfig.weight is None:
+        raise ValueError(f"{type(module).__name__} has no weight qconfig; cannot quantize its weights")
+    names = getattr(module, "_flat_weights_names", None) or [
+        name for name, _ in module.named_parameters(recurse=False)]
+    result: dict[str, Any] = {"is_decomposed": False}
+    for name in names:
+        if name.startswith("weight"):
+            observer = qconfig.weight()
+            observer(getattr(module, name))
+            result[name] = weight_qparams_from_observer(observer)
+    return result
+
+
+def to_reference_module(module: nn.Module, qconfig: Any, reference_class: Any = None) -> nn.Module:
+    """The reference module for a float / fused / QAT weighted module (fused containers keep
+    their type with the reference module inside). ``reference_class``: the class the backend
+    names for the root module (default: the eager reference mapping)."""
+    if isinstance(module, (nn.RNNBase, nn.RNNCellBase)):
+        ref_class = reference_class or get_static_quant_module_class(type(module), is_reference=True)
+        return ref_class.from_float(module, _recurrent_weight_qparams(module, qconfig))
     float_module, observer = _float_and_weight_observer(module, qconfig)
     inner = float_module[0] if isinstance(float_module, _FusedModule) else float_module
-    ref_class: Any = get_static_quant_module_class(type(inner), is_reference=True)
+    ref_class = reference_class or get_static_quant_module_class(type(inner), is_reference=True)
     ref = ref_class.from_float(inner, weight_qparams_from_observer(observer))
     if isinstance(float_module, _FusedModule):
         float_module[0] = ref
@@ -61,8 +83,18 @@ def _dequantize_quantized_inputs(gm: GraphModule, indexes: list[int]) -> None:
 
 
 def convert_to_reference_graph(gm: GraphModule, state: FxObservedState) -> GraphModule:
-    """Swap weighted modules for reference modules and observers for q/dq, in place."""
+    """Swap weighted modules for reference modules and observers for q/dq, in place; each
+    swapped module's call node records how it is quantized (``QUANT_MODE_META_KEY``) for
+    the lowering."""
+    weighted = gm.meta.pop(WEIGHTED_MODULES_META_KEY, {})
+    modes: dict[str, str] = {}
     for name, qconfig in state.weighted_qconfigs.items():
-        gm.add_submodule(name, to_reference_module(gm.get_submodule(name), qconfig))
+        mode, reference_class = weighted.get(name, (None, None))
+        gm.add_submodule(name, to_reference_module(gm.get_submodule(name), qconfig, reference_class))
+        if mode is not None:
+            modes[name] = mode
+    for node in gm.graph.nodes:
+        if node.op == "call_module" and str(node.target) in modes:
+            node.meta[QUANT_MODE_META_KEY] = modes[str(node.target)]
     _dequantize_quantized_inputs(gm, state.input_quantized_indexes)
     return convert_observers_to_qdq(gm)
