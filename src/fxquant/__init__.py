@@ -6,7 +6,14 @@ The package root holds the public names of observers, fake-quantizers and config
 
 >>> import fxquant
 >>> obs = fxquant.MinMaxObserver()
+
+The one-call API (``fxquant.quantize_model``, ``QuantizationResult``) and the float-fallback
+names (``KeepFloatQuantizer``, ``FallbackReason``) are imported on first use, so that
+``import fxquant`` stays light.
 """
+
+import importlib
+from typing import Any
 
 from fxquant.observers import (
     AffineQuantizedMinMaxObserver,
@@ -212,6 +219,10 @@ from fxquant.typing import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "FallbackReason",
+    "KeepFloatQuantizer",
+    "QuantizationResult",
+    "quantize_model",
     "AffineFakeQuantize",
     "AffineQuantizedMinMaxObserver",
     "AffineQuantizedMovingAverageMinMaxObserver",
@@ -401,3 +412,16 @@ __all__ = [
     "swap_module",
     "weight_observer_range_neg_127_to_127",
 ]
+
+_LAZY = {
+    "quantize_model": "fxquant.api",
+    "QuantizationResult": "fxquant.api",
+    "KeepFloatQuantizer": "fxquant.pt2e.quantizer.float_fallback",
+    "FallbackReason": "fxquant.pt2e.quantizer.float_fallback",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
