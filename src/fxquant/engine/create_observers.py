@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import nn
 
 from fxquant.engine.derived import DerivedObserverOrFakeQuantize
@@ -34,13 +35,20 @@ def build_observers(plan: ObserverPlan, *, is_qat: bool) -> list[nn.Module]:
     return [built[g.index] for g in plan.groups]
 
 
+_PER_TENSOR_QSCHEMES = (torch.per_tensor_affine, torch.per_tensor_symmetric)
+
+
 def _spec_kwargs(spec: QuantizationSpec | DerivedQuantizationSpec) -> dict[str, Any]:
-    # Only what the spec sets: observers without a channel axis must not be handed one.
+    # Only what the spec sets. A channel axis only means something for a per-channel scheme:
+    # per-tensor specs may carry one (XNNPACK's per-tensor weights do), but per-tensor
+    # observers do not take it.
     kwargs: dict[str, Any] = {"dtype": spec.dtype}
-    for attr in ("quant_min", "quant_max", "qscheme", "ch_axis"):
+    for attr in ("quant_min", "quant_max", "qscheme"):
         value = getattr(spec, attr)
         if value is not None:
             kwargs[attr] = value
+    if spec.ch_axis is not None and spec.qscheme not in _PER_TENSOR_QSCHEMES:
+        kwargs["ch_axis"] = spec.ch_axis
     if spec.is_dynamic:
         kwargs["is_dynamic"] = True
     return kwargs

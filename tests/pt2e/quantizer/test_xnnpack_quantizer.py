@@ -285,3 +285,18 @@ def test_qat_conv_bn_relu_observes_after_the_relu():
     assert aten.batch_norm.default not in {n.target for n in converted.graph.nodes}
     with torch.no_grad():
         assert_sqnr(model.eval()(X), converted(X), min_db=20)
+
+
+def test_per_tensor_config_quantizes_end_to_end():
+    """The per-tensor weight spec carries ch_axis=0 (as upstream's does); per-tensor observers
+    must be built without it."""
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 5)).eval()
+    x = torch.randn(2, 3, 8, 8)
+    gm = torch.export.export(model, (x,)).module()
+    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=False))
+    prepared = prepare_pt2e(gm, quantizer)
+    prepared(x)
+    weight_observers = [m for m in prepared.modules() if isinstance(m, MinMaxObserver)]
+    assert weight_observers and all(m.qscheme == torch.per_tensor_symmetric for m in weight_observers
+                                    if m.dtype == torch.qint8)
+    assert_sqnr(model(x), convert_pt2e(prepared)(x), min_db=20.0)
