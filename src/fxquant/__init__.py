@@ -7,8 +7,9 @@ The package root holds the public names of observers, fake-quantizers and config
 >>> import fxquant
 >>> obs = fxquant.MinMaxObserver()
 
-The one-call API (``fxquant.quantize_model``, ``QuantizationResult``) and the float-fallback
-names (``KeepFloatQuantizer``, ``FallbackReason``) are imported on first use, so that
+The one-call API (``fxquant.quantize_model``, ``QuantizationResult``), the float-fallback
+names (``KeepFloatQuantizer``, ``FallbackReason``), ``lower_to_int8`` and the speed planner
+(``plan_for_speed``, ``SpeedPlan``) are imported on first use, so that
 ``import fxquant`` stays light.
 """
 
@@ -219,6 +220,9 @@ from fxquant.typing import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "SpeedPlan",
+    "lower_to_int8",
+    "plan_for_speed",
     "FallbackReason",
     "KeepFloatQuantizer",
     "QuantizationResult",
@@ -418,6 +422,9 @@ _LAZY = {
     "QuantizationResult": "fxquant.api",
     "KeepFloatQuantizer": "fxquant.pt2e.quantizer.float_fallback",
     "FallbackReason": "fxquant.pt2e.quantizer.float_fallback",
+    "lower_to_int8": "fxquant.lowering",
+    "plan_for_speed": "fxquant.speed",
+    "SpeedPlan": "fxquant.speed",
 }
 
 

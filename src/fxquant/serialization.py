@@ -93,6 +93,18 @@ class UnsafeFileError(FxquantFileError):
 # ---------------------------------------------------------------------------------- saving
 
 
+def _refuse_lowered(model: nn.Module) -> None:
+    """A model lowered to torch's quantized CPU kernels holds packed weights that
+    ``torch.export`` cannot serialize: save the converted model and lower after loading."""
+    meta = getattr(model, "meta", None)
+    if isinstance(meta, dict) and "fxquant_lowering_report" in meta:
+        raise FxquantFileError(
+            "fxquant.save cannot write a model lowered by fxquant.lowering.lower_to_int8 (its packed "
+            "int8 weights are not exportable); save the converted model (the output of convert_pt2e) "
+            "and call lower_to_int8 on fxquant.load's result"
+        )
+
+
 def save(model: nn.Module | ExportedProgram, path: str | os.PathLike[str], *,
          example_inputs: tuple[Any, ...] | None = None) -> None:
     """Write ``model`` (a converted PT2E ``GraphModule``, any exportable module, or an
@@ -107,6 +119,7 @@ def save(model: nn.Module | ExportedProgram, path: str | os.PathLike[str], *,
     if isinstance(model, ExportedProgram):
         program, kind = model, "exported_program"
     elif isinstance(model, nn.Module):
+        _refuse_lowered(model)
         inputs = example_inputs if example_inputs is not None else _inputs_from_placeholders(model)
         # compact copies: a view (e.g. data[:8]) would otherwise store its whole base tensor
         inputs = pytree.tree_map(

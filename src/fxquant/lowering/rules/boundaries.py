@@ -1,0 +1,143 @@
+"""Rules for the int8/float boundaries themselves.
+
+* ``quantize``: a full-range ``quantized_decomposed.quantize_per_tensor`` with constant
+  parameters becomes ``torch.quantize_per_tensor`` (its value a ``torch.quint8``/``qint8``
+  tensor), and a ``dequantize`` of such a value becomes ``Tensor.dequantize``. Restricted
+  ranges (e.g. [0, 127]) have no quantized-tensor form and stay as they are.
+* ``requantize``: ``quantize(dequantize(x))`` with ``x``'s own parameters is ``x``.
+* ``sink_quantize``: ``quantize(op(y)) -> op(quantize(y))`` for ops that commute exactly with
+  a monotone rounding (max pooling, relu, zero padding, reshapes), so that the quantize meets
+  the kernel that produced ``y`` (conv -> relu6 -> pad -> q becomes conv_relu -> pad).
+* ``dropout``: eval-mode ``dropout`` is the identity.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.fx import GraphModule, Node
+
+from fxquant.lowering.graph import QTensorMeta, qmeta, set_qmeta
+from fxquant.lowering.kernels import zero_pad
+from fxquant.lowering.rule import LoweringRule, Match, arg, dequantized_input, quantize_node
+from fxquant.numerics.ops import quantized_decomposed as qd
+
+__all__ = ["BOUNDARY_RULES"]
+
+A = torch.ops.aten
+_QDTYPES = {torch.uint8: (torch.quint8, 0, 255), torch.int8: (torch.qint8, -128, 127)}
+
+
+def _match_quantize(node: Node, gm: GraphModule) -> Match | None:
+    if len(node.args) != 6 or node.kwargs:
+        return None
+    x, scale, zero_point, qmin, qmax, dtype = node.args
+    if not isinstance(dtype, torch.dtype) or dtype not in _QDTYPES:
+        return None
+    if not isinstance(scale, float) or not isinstance(zero_point, int):
+        return None
+    qdtype, lo, hi = _QDTYPES[dtype]
+    if (qmin, qmax) != (lo, hi) or not lo <= zero_point <= hi or not scale > 0:
+        return None
+    return {"x": x, "meta": QTensorMeta(scale=scale, zero_point=zero_point, dtype=qdtype)}
+
+
+def _rewrite_quantize(node: Node, m: Match, gm: GraphModule) -> Node:
+    meta: QTensorMeta = m["meta"]
+    new = gm.graph.call_function(
+        A.quantize_per_tensor.default, (m["x"], meta.scale, meta.zero_point, meta.dtype)
+    )
+    return set_qmeta(new, meta)
+
+
+def _match_dequantize(node: Node, gm: GraphModule) -> Match | None:
+    src = node.args[0]
+    meta = qmeta(src)
+    if meta is None or len(node.args) != 6 or node.kwargs:
+        return None
+    scale, zero_point = node.args[1:3]
+    if (scale, zero_point) != (meta.scale, meta.zero_point):
+        return None
+    return {"x": src}
+
+
+def _rewrite_dequantize(node: Node, m: Match, gm: GraphModule) -> Node:
+    return gm.graph.call_function(A.dequantize.self, (m["x"],))
+
+
+def _match_requantize(node: Node, gm: GraphModule) -> Match | None:
+    src = dequantized_input(node.args[0])
+    if src is None or qmeta(src) != qmeta(node):
+        return None
+    return {"x": src}
+
+
+def _same(node: Node, m: Match, gm: GraphModule) -> Node:
+    result: Node = m["x"]
+    return result
+
+
+# ops with op(q(y)) == q(op(y)) for a monotone q with q(0) = zero_point; condition on args
+def _zero_pad(node: Node) -> bool:
+    if node.target == A.constant_pad_nd.default:
+        return arg(node, 2, "value", 0) in (0, 0.0)
+    return arg(node, 2, "mode", "constant") == "constant" and arg(node, 3, "value", None) in (None, 0, 0.0)
+
+
+_COMMUTING = {
+    A.pad.default: _zero_pad,
+    A.constant_pad_nd.default: _zero_pad,
+    A.max_pool2d.default: lambda n: True,
+    A.relu.default: lambda n: True,
+    A.flatten.using_ints: lambda n: True,
+    A.view.default: lambda n: True,
+    A.reshape.default: lambda n: True,
+    A.permute.default: lambda n: True,
+    A.transpose.int: lambda n: True,
+    A.unflatten.int: lambda n: True,
+    A.squeeze.dim: lambda n: True,
+    A.unsqueeze.default: lambda n: True,
+}
+
+
+def _match_sink(node: Node, gm: GraphModule) -> Match | None:
+    op = node.args[0]
+    if not isinstance(op, Node) or op.op != "call_function" or set(op.users) != {node}:
+        return None
+    condition = _COMMUTING.get(op.target)  # type: ignore[call-overload]  # targets are ops here
+    y = op.args[0] if op.args else None
+    if condition is None or not condition(op) or not isinstance(y, Node):
+        return None
+    return {"op": op, "y": y}
+
+
+def _rewrite_sink(node: Node, m: Match, gm: GraphModule) -> Node:
+    meta = qmeta(node)
+    assert meta is not None  # anchors are tensorized quantize nodes
+    op: Node = m["op"]
+    quantized = quantize_node(gm, m["y"], meta)
+    if op.target in (A.pad.default, A.constant_pad_nd.default):
+        new = gm.graph.call_function(zero_pad, (quantized, op.args[1]))
+    else:
+        new = gm.graph.call_function(op.target, (quantized, *op.args[1:]), dict(op.kwargs))  # type: ignore[arg-type]  # call_function target
+    return set_qmeta(new, meta)
+
+
+def _match_dropout(node: Node, gm: GraphModule) -> Match | None:
+    return {"x": node.args[0]} if arg(node, 2, "train", True) is False else None
+
+
+BOUNDARY_RULES: tuple[LoweringRule, ...] = (
+    LoweringRule(name="dropout_eval", anchors=frozenset({A.dropout.default}), stage=0,
+                 match=_match_dropout, rewrite=_same, doc="eval dropout -> identity"),
+    LoweringRule(name="quantize", anchors=frozenset({qd.quantize_per_tensor.default}), stage=0,
+                 match=_match_quantize, rewrite=_rewrite_quantize, exact=False,
+                 doc="q -> torch.quantize_per_tensor (quantized tensor)"),
+    LoweringRule(name="dequantize", anchors=frozenset({qd.dequantize_per_tensor.default}), stage=0,
+                 match=_match_dequantize, rewrite=_rewrite_dequantize,
+                 doc="dq of a quantized tensor -> Tensor.dequantize"),
+    LoweringRule(name="requantize", anchors=frozenset({A.quantize_per_tensor.default}),
+                 match=_match_requantize, rewrite=_same, doc="q(dq(x)) with x's qparams -> x"),
+    LoweringRule(name="sink_quantize", anchors=frozenset({A.quantize_per_tensor.default}),
+                 match=_match_sink, rewrite=_rewrite_sink,
+                 doc="q(op(y)) -> op(q(y)) for pad/max_pool/relu/reshapes"),
+)

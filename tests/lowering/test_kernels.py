@@ -1,0 +1,77 @@
+"""The kernels lowered graphs call: oneDNN packing, fused conv+add, integer zero padding."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fxquant.lowering.kernels import (
+    HAS_ONEDNN,
+    conv2d_add,
+    conv2d_add_relu,
+    onednn_engine,
+    pack_conv2d,
+    zero_pad,
+)
+
+pytestmark = pytest.mark.skipif(not HAS_ONEDNN, reason="torch built without the oneDNN quantized engine")
+
+
+def qtensor(shape, scale, zero_point, channels_last=False):
+    q = torch.quantize_per_tensor(torch.randn(shape) * 2, scale, zero_point, torch.quint8)
+    return q.contiguous(memory_format=torch.channels_last) if channels_last else q
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+@pytest.mark.parametrize("pad", [[0, 1, 0, 1], [1, 2, 1, 2], [2, 0, 0, 3]], ids=["tf_s2", "tf_k5", "odd"])
+def test_zero_pad_equals_padding_the_real_values(pad, channels_last):
+    x = qtensor((2, 4, 5, 6), 0.1, 37, channels_last)
+    out = zero_pad(x, pad)
+    expected = torch.quantize_per_tensor(
+        torch.nn.functional.pad(x.dequantize(), pad), 0.1, 37, torch.quint8
+    )
+    assert torch.equal(out.int_repr(), expected.int_repr())
+    assert (out.q_scale(), out.q_zero_point()) == (0.1, 37)
+    assert out.is_contiguous(memory_format=torch.channels_last)  # what int8 convs read
+
+
+@pytest.mark.parametrize("relu", [False, True], ids=["add", "add_relu"])
+def test_fused_conv_add_is_exact_and_restores_the_engine(relu):
+    x, y = qtensor((1, 8, 6, 6), 0.05, 128), qtensor((1, 8, 6, 6), 0.1, 120)
+    weight = torch.quantize_per_channel(torch.randn(8, 8, 3, 3), torch.rand(8).double() * 0.01 + 0.005,
+                                        torch.zeros(8, dtype=torch.long), 0, torch.qint8)
+    bias = torch.randn(8)
+    engine = torch.backends.quantized.engine
+    packed = pack_conv2d(weight, bias, [1, 1], [1, 1], [1, 1], 1)
+    out = (conv2d_add_relu if relu else conv2d_add)(x, y, packed, 0.3, 100)
+    assert torch.backends.quantized.engine == engine
+    total = torch.nn.functional.conv2d(x.dequantize(), weight.dequantize(), bias, 1, 1) + y.dequantize()
+    expected = torch.quantize_per_tensor(total.relu() if relu else total, 0.3, 100, torch.quint8)
+    assert torch.equal(out.int_repr(), expected.int_repr())
+
+
+def test_engine_is_restored_after_an_error():
+    engine = torch.backends.quantized.engine
+    with pytest.raises(RuntimeError), onednn_engine():
+        raise RuntimeError("boom")
+    assert torch.backends.quantized.engine == engine
+
+
+def test_asymmetric_depthwise_packing_runs_fast_path_shapes():
+    # the TF-padded strided depthwise shape fbgemm runs slowly: packed for oneDNN, same result
+    x = qtensor((1, 16, 9, 9), 0.05, 3)
+    weight = torch.quantize_per_channel(torch.randn(16, 1, 3, 3), torch.rand(16).double() * 0.01 + 0.005,
+                                        torch.zeros(16, dtype=torch.long), 0, torch.qint8)
+    packed = pack_conv2d(weight, None, [2, 2], [0, 0], [1, 1], 16)
+    out = torch.ops.quantized.conv2d.new(x, packed, 0.02, 10)
+    expected = torch.quantize_per_tensor(
+        torch.nn.functional.conv2d(x.dequantize(), weight.dequantize(), None, 2, 0, 1, 16), 0.02, 10, torch.quint8
+    )
+    assert (out.int_repr().int() - expected.int_repr().int()).abs().max() <= 1
+
+
+def test_zero_pad_of_other_ranks_and_qint8():
+    x = torch.quantize_per_tensor(torch.randn(2, 3, 7), 0.05, -3, torch.qint8)
+    out = zero_pad(x, [2, 1])
+    expected = torch.quantize_per_tensor(torch.nn.functional.pad(x.dequantize(), [2, 1]), 0.05, -3, torch.qint8)
+    assert torch.equal(out.int_repr(), expected.int_repr()) and out.dtype == torch.qint8
