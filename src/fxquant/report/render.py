@@ -140,8 +140,9 @@ def _figure(report: QuantizationReport) -> Any:
 
         matplotlib.use("Agg", force=False)
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import MaxNLocator
     except ImportError as e:
-        raise ImportError("plotting a report needs matplotlib: pip install 'fxquant[report]' (or matplotlib)") from e
+        raise ImportError("plotting a report needs matplotlib: pip install 'fxquant[plot]' (or matplotlib)") from e
     layers = report.layers
     n = len(layers)
     fig, (ax, bars) = plt.subplots(2, 1, figsize=(max(10.0, min(0.14 * n + 6, 30.0)), 9.0),
@@ -162,7 +163,9 @@ def _figure(report: QuantizationReport) -> Any:
     ax.set_ylabel("SQNR vs float (dB, higher is better)")
     ax.set_title(f"{report.title}: error per layer")
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower left", fontsize=8)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    # outside the axes, so it never hides a point or a label
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     _recovery_panel(bars, report)
     return fig
 
