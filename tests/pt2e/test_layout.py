@@ -87,7 +87,11 @@ _IMPLEMENTATION = {
     "LearnableFakeQuantize": fq_impl.LearnableFakeQuantize,
 }
 # Functions defined by the layout modules themselves (adapters, module-wide switches).
-_OWN = {"quantize_affine", "dequantize_affine", "enable_range_learning", "disable_range_learning"}
+# Names whose torchao version differs from torch.ao's: the PT2E layout has its own. torchao's
+# LearnableFakeQuantize (lazy sizing, range-learning switches) is not torch.ao's
+# _LearnableFakeQuantize-style class that fxquant.LearnableFakeQuantize is.
+_OWN = {"quantize_affine", "dequantize_affine", "enable_range_learning", "disable_range_learning",
+        "LearnableFakeQuantize"}
 
 _PAIRS = [(module, name) for module, names in TORCHAO_NAMES.items() for name in names]
 
@@ -134,3 +138,12 @@ def test_shared_names_agree_across_layout_modules():
     shared = set(observer.__all__) & set(affine.__all__)
     assert {"AffineQuantizedObserverBase", "MappingType", "get_block_size"} <= shared
     assert all(getattr(observer, n) is getattr(affine, n) for n in shared)
+
+
+def test_pt2e_learnable_fake_quantize_is_torchaos_and_the_root_one_torch_aos():
+    from fxquant.pt2e.learnable_fake_quantize import LearnableFakeQuantize as TorchaoStyle
+
+    assert importlib.import_module("fxquant.pt2e").LearnableFakeQuantize is TorchaoStyle
+    assert fxquant.LearnableFakeQuantize is fq_impl.LearnableFakeQuantize
+    assert TorchaoStyle is not fq_impl.LearnableFakeQuantize
+    assert hasattr(TorchaoStyle, "enable_range_learning")
