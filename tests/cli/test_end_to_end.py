@@ -89,6 +89,14 @@ def test_compare_numbers_equal_fxquant_metrics(digits, quantized_digits, fxquant
     assert numbers["top1_agreement"] == pytest.approx(top1_agreement(ref, act), rel=1e-9)
     assert numbers["mean_cosine"] == pytest.approx(mean_cosine(ref, act), rel=1e-9)
     assert numbers["float_ms_per_batch"] > 0 and numbers["quantized_ms_per_batch"] > 0
+    # the loaded q/dq graph is also lowered to int8 kernels and measured
+    from fxquant.lowering import lower_to_int8
+
+    lowered = lower_to_int8(loaded)
+    with torch.no_grad():
+        low = torch.cat([lowered(b) for b in _batches(digits.holdout_tensor)])
+    assert numbers["lowered_ms_per_batch"] > 0
+    assert numbers["lowered_sqnr_db"] == pytest.approx(sqnr(ref, low), rel=1e-9)
     # quantize measured the same model on the same held-out data
     report = json.loads((out / "report" / "report.json").read_text())
     assert report["metrics"]["output_sqnr_db"] == pytest.approx(numbers["sqnr_db"], rel=1e-9)
