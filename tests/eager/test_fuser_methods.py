@@ -143,3 +143,36 @@ def test_get_fuser_method_new_prefers_the_most_specific_key(pattern, key):
 def test_get_fuser_method_new_without_match_raises():
     with pytest.raises(NoFuserMethodError):
         get_fuser_method_new((nn.Tanh, nn.Linear), {(nn.ReLU, nn.Conv2d): "x"})
+
+
+@pytest.mark.parametrize("kind", ["conv2d", "conv_transpose2d", "linear"])
+def test_folding_equals_torchs_and_leaves_the_originals_alone(kind):
+    from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
+
+    from fxquant.eager import fuse_conv_bn, fuse_convtranspose_bn, fuse_linear_bn
+
+    torch.manual_seed(0)
+    layer, bn = {
+        "conv2d": (nn.Conv2d(3, 6, 3), nn.BatchNorm2d(6)),
+        "conv_transpose2d": (nn.ConvTranspose2d(3, 6, 3), nn.BatchNorm2d(6)),
+        "linear": (nn.Linear(5, 6), nn.BatchNorm1d(6)),
+    }[kind]
+    bn.running_mean.uniform_(-1, 1)
+    bn.running_var.uniform_(0.5, 2)
+    layer.eval(), bn.eval()
+    weight_before = layer.weight.detach().clone()
+    ours = {"conv2d": fuse_conv_bn, "conv_transpose2d": fuse_convtranspose_bn, "linear": fuse_linear_bn}[kind](
+        False, layer, bn)
+    theirs = (fuse_linear_bn_eval(layer, bn) if kind == "linear"
+              else fuse_conv_bn_eval(layer, bn, transpose=kind == "conv_transpose2d"))
+    assert type(ours) is type(layer)
+    assert torch.equal(ours.weight, theirs.weight) and torch.equal(ours.bias, theirs.bias)
+    assert ours._parameters is not layer._parameters and ours._modules is not layer._modules
+    assert torch.equal(layer.weight, weight_before)  # the original keeps its weights
+
+
+def test_folding_train_mode_modules_says_call_eval():
+    from fxquant.eager import EagerModeError, fuse_conv_bn
+
+    with pytest.raises(EagerModeError, match="model.eval"):
+        fuse_conv_bn(False, nn.Conv2d(3, 6, 3).train(), nn.BatchNorm2d(6).train())

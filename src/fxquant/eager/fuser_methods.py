@@ -11,13 +11,14 @@ fused container (``ConvBn2d`` ...) whose QAT version simulates the folding durin
 
 from __future__ import annotations
 
+import copy
 import functools
 import itertools
 from collections.abc import Callable, Mapping
 from typing import Any, TypeAlias
 
 from torch import nn
-from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
+from torch.nn.utils.fusion import fuse_conv_bn_weights, fuse_linear_bn_weights
 
 from fxquant.eager.errors import EagerModeError
 from fxquant.eager.mappings import get_combined_dict
@@ -74,6 +75,46 @@ def _check_bn_foldable(layer: nn.Module, out_features: int, bn: nn.Module) -> No
         )
 
 
+def _check_eval(layer: nn.Module, bn: nn.Module) -> None:
+    if layer.training or bn.training:
+        raise EagerModeError(
+            f"folding {type(bn).__name__} into {type(layer).__name__} needs eval-mode modules: call "
+            "model.eval() first (or fuse for QAT with fuse_modules_qat on a training model)"
+        )
+
+
+def _copy_structure(module: nn.Module) -> nn.Module:
+    """A new module of the same class and settings whose parameter, buffer, submodule and hook
+    tables are its own — without copying the tensors (folding replaces the weights anyway;
+    ``copy.deepcopy``, as torch's ``fuse_*_eval`` use, clones them first)."""
+    twin = copy.copy(module)
+    for name, value in module.__dict__.items():
+        if isinstance(value, dict):
+            twin.__dict__[name] = copy.copy(value)
+    return twin
+
+
+def _fold_conv_bn_eval(conv: Any, bn: Any, *, transpose: bool = False) -> nn.Module:
+    """``conv`` with eval-mode ``bn`` folded in: the same values as torch's ``fuse_conv_bn_eval``."""
+    _check_eval(conv, bn)
+    fused: Any = _copy_structure(conv)
+    fused.weight, fused.bias = fuse_conv_bn_weights(
+        conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.eps, bn.weight, bn.bias, transpose
+    )
+    return fused
+
+
+def _fold_linear_bn_eval(linear: Any, bn: Any) -> nn.Module:
+    """``linear`` with eval-mode ``bn`` folded in: the same values as torch's ``fuse_linear_bn_eval``."""
+    _check_eval(linear, bn)
+    _check_bn_foldable(linear, linear.out_features, bn)
+    fused: Any = _copy_structure(linear)
+    fused.weight, fused.bias = fuse_linear_bn_weights(
+        linear.weight, linear.bias, bn.running_mean, bn.running_var, bn.eps, bn.weight, bn.bias
+    )
+    return fused
+
+
 def _conv_bn_classes() -> dict[type, type]:
     from fxquant.nn import intrinsic as nni
 
@@ -109,7 +150,7 @@ def fuse_conv_bn(is_qat: bool, conv: nn.Module, bn: nn.Module) -> nn.Module:
     """
     _check_same_mode(conv, bn)
     if not is_qat:
-        return fuse_conv_bn_eval(conv, bn)  # type: ignore[type-var, arg-type]  # a ConvNd and a BN
+        return _fold_conv_bn_eval(conv, bn)
     _check_bn_foldable(conv, conv.out_channels, bn)  # type: ignore[arg-type]  # a ConvNd
     return _fused_class(_conv_bn_classes(), (conv, bn))(conv, bn)
 
@@ -121,7 +162,7 @@ def fuse_conv_bn_relu(is_qat: bool, conv: nn.Module, bn: nn.Module, relu: nn.Mod
         _check_bn_foldable(conv, conv.out_channels, bn)  # type: ignore[arg-type]  # a ConvNd
         return _fused_class(_conv_bn_relu_classes(), (conv, bn, relu))(conv, bn, relu)
     fused_class = _fused_class(_conv_relu_classes(), (conv, bn, relu))
-    return fused_class(fuse_conv_bn_eval(conv, bn), relu)  # type: ignore[type-var, arg-type]  # a ConvNd and a BN
+    return fused_class(_fold_conv_bn_eval(conv, bn), relu)
 
 
 def fuse_linear_bn(is_qat: bool, linear: nn.Module, bn: nn.Module) -> nn.Module:
@@ -130,7 +171,7 @@ def fuse_linear_bn(is_qat: bool, linear: nn.Module, bn: nn.Module) -> nn.Module:
 
     _check_same_mode(linear, bn)
     if not is_qat:
-        return fuse_linear_bn_eval(linear, bn)  # type: ignore[type-var, arg-type]  # a Linear and a BN
+        return _fold_linear_bn_eval(linear, bn)
     _check_bn_foldable(linear, linear.out_features, bn)  # type: ignore[arg-type]  # a Linear
     return nni.LinearBn1d(linear, bn)
 
@@ -140,7 +181,7 @@ def fuse_convtranspose_bn(is_qat: bool, convt: nn.Module, bn: nn.Module) -> nn.M
     _check_same_mode(convt, bn)
     if is_qat:
         raise NoFuserMethodError("Fusing ConvTranspose+BatchNorm is not supported for QAT")
-    return fuse_conv_bn_eval(convt, bn, transpose=True)  # type: ignore[type-var, arg-type]  # ConvTransposeNd, BN
+    return _fold_conv_bn_eval(convt, bn, transpose=True)
 
 
 def _sequential_fuser(fused_class: Callable[..., nn.Module], is_qat: bool,
