@@ -28,7 +28,7 @@ from fxquant.fake_quantize._checks import (
     check_qrange_fits_dtype,
 )
 from fxquant.fake_quantize.base import FakeQuantizeBase
-from fxquant.numerics.dtypes import QuantizationRangeError
+from fxquant.numerics.dtypes import check_ordered_range
 
 __all__ = ["LearnableFakeQuantize", "_LearnableFakeQuantize"]
 
@@ -75,11 +75,7 @@ class LearnableFakeQuantize(FakeQuantizeBase):
     ) -> None:
         super().__init__()
         owner = type(self).__name__
-        if quant_min >= quant_max:
-            raise QuantizationRangeError(
-                f"{owner}: quant_min ({quant_min}) must be strictly less than quant_max "
-                f"({quant_max})"
-            )
+        check_ordered_range(quant_min, quant_max, owner)
         self.quant_min = quant_min
         self.quant_max = quant_max
         self.use_grad_scaling = use_grad_scaling

@@ -12,13 +12,14 @@ from dataclasses import dataclass
 import torch
 
 __all__ = [
-    "IntRange",
-    "INT_DTYPE_RANGES",
     "FLOAT_QDTYPES",
+    "INT_DTYPE_RANGES",
     "SUPPORTED_QDTYPES",
+    "IntRange",
     "QuantizationRangeError",
     "UnsupportedDTypeError",
     "calculate_qmin_qmax",
+    "check_ordered_range",
     "default_qrange",
     "is_float_qdtype",
     "is_signed",
@@ -137,12 +138,19 @@ def default_qrange(dtype: torch.dtype, reduce_range: bool = False) -> IntRange:
     return full
 
 
+def check_ordered_range(quant_min: int, quant_max: int, owner: str | None = None) -> None:
+    """Raise :class:`QuantizationRangeError` (prefixed with ``owner``) unless
+    ``quant_min < quant_max``."""
+    if quant_min >= quant_max:
+        prefix = f"{owner}: " if owner else ""
+        raise QuantizationRangeError(
+            f"{prefix}quant_min ({quant_min}) must be strictly less than quant_max ({quant_max})"
+        )
+
+
 def validate_qmin_qmax(quant_min: int, quant_max: int) -> None:
     """A user range must contain 0 (so that 0.0 is exactly representable) and be non-empty."""
-    if quant_min >= quant_max:
-        raise QuantizationRangeError(
-            f"quant_min ({quant_min}) must be strictly less than quant_max ({quant_max})"
-        )
+    check_ordered_range(quant_min, quant_max)
     if not quant_min <= 0 <= quant_max:
         raise QuantizationRangeError(
             f"the quantization range [{quant_min}, {quant_max}] must include 0 so that zero "
