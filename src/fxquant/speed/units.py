@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch.fx import GraphModule, Node
 
+from fxquant.lowering.rules.boundaries import COMMUTING_OPS, is_eval_dropout
 from fxquant.pt2e.quantizer.quantizer import QuantizationSpec, QuantizationSpecBase
 from fxquant.pt2e.quantizer.utils import get_annotation
 
@@ -111,33 +112,11 @@ def _is_constant(node: Node) -> bool:
     return node.op == "placeholder" and isinstance(node.meta.get("val"), torch.nn.Parameter)
 
 
-def _arg(node: Node, index: int, name: str, default: object) -> object:
-    return node.args[index] if len(node.args) > index else node.kwargs.get(name, default)
-
-
-def _zero_pad(node: Node) -> bool:
-    if node.target == aten.constant_pad_nd.default:
-        return _arg(node, 2, "value", 0) in (0, 0.0)
-    return _arg(node, 2, "mode", "constant") == "constant" and _arg(node, 3, "value", None) in (None, 0, 0.0)
-
-
-# Ops that commute with per-tensor quantization (op(q(y)) == q(op(y))): the int8 lowering
-# (fxquant.lowering's sink_quantize and dropout_eval rules) runs them on int8 values.
-_ALWAYS: Callable[[Node], bool] = lambda node: True
+# Ops the int8 lowering runs on int8 values (its sink_quantize and dropout_eval rules): the same
+# table, so that the plan and the lowering agree.
 PASSTHROUGH_OPS: dict[Any, Callable[[Node], bool]] = {
-    aten.pad.default: _zero_pad,
-    aten.constant_pad_nd.default: _zero_pad,
-    aten.max_pool2d.default: _ALWAYS,
-    aten.relu.default: _ALWAYS,
-    aten.flatten.using_ints: _ALWAYS,
-    aten.view.default: _ALWAYS,
-    aten.reshape.default: _ALWAYS,
-    aten.permute.default: _ALWAYS,
-    aten.transpose.int: _ALWAYS,
-    aten.unflatten.int: _ALWAYS,
-    aten.squeeze.dim: _ALWAYS,
-    aten.unsqueeze.default: _ALWAYS,
-    aten.dropout.default: lambda node: _arg(node, 2, "train", True) is False,
+    **COMMUTING_OPS,
+    aten.dropout.default: is_eval_dropout,
 }
 
 

@@ -13,6 +13,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch.fx import GraphModule, Node
 
@@ -21,7 +23,7 @@ from fxquant.lowering.kernels import zero_pad
 from fxquant.lowering.rule import LoweringRule, Match, arg, dequantized_input, quantize_node
 from fxquant.numerics.ops import quantized_decomposed as qd
 
-__all__ = ["BOUNDARY_RULES"]
+__all__ = ["BOUNDARY_RULES", "COMMUTING_OPS", "is_eval_dropout"]
 
 A = torch.ops.aten
 _QDTYPES = {torch.uint8: (torch.quint8, 0, 255), torch.int8: (torch.qint8, -128, 127)}
@@ -83,7 +85,7 @@ def _zero_pad(node: Node) -> bool:
     return arg(node, 2, "mode", "constant") == "constant" and arg(node, 3, "value", None) in (None, 0, 0.0)
 
 
-_COMMUTING = {
+COMMUTING_OPS: dict[object, Callable[[Node], bool]] = {
     A.pad.default: _zero_pad,
     A.constant_pad_nd.default: _zero_pad,
     A.max_pool2d.default: lambda n: True,
@@ -103,7 +105,7 @@ def _match_sink(node: Node, gm: GraphModule) -> Match | None:
     op = node.args[0]
     if not isinstance(op, Node) or op.op != "call_function" or set(op.users) != {node}:
         return None
-    condition = _COMMUTING.get(op.target)  # type: ignore[call-overload]  # targets are ops here
+    condition = COMMUTING_OPS.get(op.target)
     y = op.args[0] if op.args else None
     if condition is None or not condition(op) or not isinstance(y, Node):
         return None
@@ -122,8 +124,13 @@ def _rewrite_sink(node: Node, m: Match, gm: GraphModule) -> Node:
     return set_qmeta(new, meta)
 
 
+def is_eval_dropout(node: Node) -> bool:
+    """A dropout call with ``train=False``: the identity, removed by the ``dropout_eval`` rule."""
+    return arg(node, 2, "train", True) is False
+
+
 def _match_dropout(node: Node, gm: GraphModule) -> Match | None:
-    return {"x": node.args[0]} if arg(node, 2, "train", True) is False else None
+    return {"x": node.args[0]} if is_eval_dropout(node) else None
 
 
 BOUNDARY_RULES: tuple[LoweringRule, ...] = (
