@@ -32,7 +32,9 @@ from fxquant.pt2e.quantizer.quantizer import (
 )
 from fxquant.pt2e.quantizer.utils import get_annotation
 
-__all__ = ["ObserverGroup", "ObserverPlan", "RootSpec", "is_tensor_node", "plan_observers", "site_name"]
+__all__ = [
+    "ObserverGroup", "ObserverPlan", "RootSpec", "collect_site_specs", "is_tensor_node", "plan_observers", "site_name",
+]
 
 RootSpec = Union[QuantizationSpec, FixedQParamsQuantizationSpec, DerivedQuantizationSpec]
 
@@ -72,7 +74,7 @@ class ObserverPlan:
 def plan_observers(gm: GraphModule) -> ObserverPlan:
     """Read every node's annotation and group the sites; raise :class:`AnnotationError` for an
     annotation that refers to a missing edge or an unannotated shared site."""
-    site_spec = _collect_site_specs(gm)
+    site_spec = collect_site_specs(gm)
     uf: UnionFind[EdgeOrNode] = UnionFind(site_spec)
     for site, spec in site_spec.items():
         if isinstance(spec, SharedQuantizationSpec):
@@ -87,7 +89,9 @@ def plan_observers(gm: GraphModule) -> ObserverPlan:
     return _build_plan(gm, site_spec, uf)
 
 
-def _collect_site_specs(gm: GraphModule) -> dict[EdgeOrNode, QuantizationSpecBase]:
+def collect_site_specs(gm: GraphModule) -> dict[EdgeOrNode, QuantizationSpecBase]:
+    """Every annotated site of ``gm`` — input edges ``(producer, consumer)`` and node outputs —
+    with its spec; an annotation of an edge that does not exist raises ``AnnotationError``."""
     site_spec: dict[EdgeOrNode, QuantizationSpecBase] = {}
     for node in gm.graph.nodes:
         annotation = get_annotation(node)

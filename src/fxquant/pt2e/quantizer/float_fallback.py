@@ -159,20 +159,6 @@ class KeepFloatQuantizer(Quantizer):
         self.quantizer.prepare_obs_or_fq_callback(model, edge_or_node_to_obs_or_fq)
 
 
-def _site_specs(model: GraphModule) -> dict[EdgeOrNode, QuantizationSpecBase]:
-    specs: dict[EdgeOrNode, QuantizationSpecBase] = {}
-    for node in model.graph.nodes:
-        annotation = get_annotation(node)
-        if annotation is None:
-            continue
-        for input_node, spec in annotation.input_qspec_map.items():
-            if spec is not None:
-                specs[(input_node, node)] = spec
-        if annotation.output_qspec is not None:
-            specs[node] = annotation.output_qspec
-    return specs
-
-
 def _resolve(spec: QuantizationSpecBase, specs: Mapping[EdgeOrNode, QuantizationSpecBase]) -> QuantizationSpecBase | None:
     """Follow shared specs to the spec they share (None if the chain ends nowhere)."""
     seen: set[int] = set()
@@ -203,7 +189,9 @@ def remove_quantization(model: GraphModule, chosen: Mapping[Node, FallbackReason
     """Strip the annotations of ``chosen`` nodes in place (they stay claimed so later
     quantizers leave them alone; a reason is recorded under :data:`KEEP_FLOAT_KEY`) and repair
     every spec of other nodes that pointed at them."""
-    before = _site_specs(model)
+    from fxquant.engine.plan import collect_site_specs  # the engine imports this package
+
+    before = collect_site_specs(model)
     removed = set(chosen)
     for node in removed:
         if chosen[node] is not None:
