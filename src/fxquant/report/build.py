@@ -32,10 +32,11 @@ from fxquant.metrics import mean_cosine
 from fxquant.pt2e._numeric_debugger import generate_numeric_debug_handle
 from fxquant.pt2e.capture import capture
 from fxquant.pt2e.quantizer.float_fallback import FallbackReason
+from fxquant.pt2e.quantizer.utils import module_path
 from fxquant.report.batches import materialize
 from fxquant.report.causes import LayerEvidence, diagnose
 from fxquant.report.errors import EnergyMeter, LayerMeasurement
-from fxquant.report.fallback import describe_op, float_op_reports, module_path
+from fxquant.report.fallback import describe_op, float_op_reports
 from fxquant.report.graph_eval import (
     GraphIndex,
     LocalValues,

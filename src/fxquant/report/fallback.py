@@ -8,17 +8,11 @@ from torch import Tensor
 from torch.fx import Node
 
 from fxquant.pt2e.quantizer.float_fallback import FallbackReason, kept_float_reason
+from fxquant.pt2e.quantizer.utils import module_path
 from fxquant.report.graph_eval import GraphIndex, is_qdq
 from fxquant.report.report import FloatOpReport
 
-__all__ = ["describe_op", "float_op_reports", "module_path"]
-
-
-def module_path(node: Node) -> str:
-    """The fully qualified name of the innermost module that created ``node`` ("" for the
-    model's own forward)."""
-    stack = node.meta.get("nn_module_stack") or {}
-    return str(list(stack.values())[-1][0]) if stack else ""
+__all__ = ["describe_op", "float_op_reports"]
 
 
 def describe_op(node: Node) -> str:

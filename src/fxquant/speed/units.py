@@ -21,7 +21,7 @@ from torch.fx import GraphModule, Node
 
 from fxquant.lowering.rules.boundaries import COMMUTING_OPS, is_eval_dropout
 from fxquant.pt2e.quantizer.quantizer import QuantizationSpec, QuantizationSpecBase
-from fxquant.pt2e.quantizer.utils import get_annotation
+from fxquant.pt2e.quantizer.utils import get_annotation, module_path
 
 __all__ = ["PASSTHROUGH_OPS", "OpUnit", "TensorFlow", "UnitGraph", "find_units", "module_path"]
 
@@ -96,13 +96,6 @@ class UnitGraph:
 
 
 aten = torch.ops.aten
-
-
-def module_path(node: Node) -> str:
-    """The fully qualified name of the innermost module that created ``node`` ('' if none)."""
-    stack = node.meta.get("nn_module_stack") or {}
-    paths = [str(path) for path, _ in stack.values()]
-    return paths[-1] if paths else ""
 
 
 def _is_constant(node: Node) -> bool:

@@ -29,7 +29,7 @@ from fxquant.pt2e.quantizer.quantizer import (
     Quantizer,
     SharedQuantizationSpec,
 )
-from fxquant.pt2e.quantizer.utils import get_annotation
+from fxquant.pt2e.quantizer.utils import get_annotation, module_paths
 
 __all__ = [
     "KEEP_FLOAT_KEY",
@@ -80,17 +80,12 @@ def kept_float_reason(node: Node) -> FallbackReason | None:
     return reason if isinstance(reason, FallbackReason) else None
 
 
-def _module_paths(node: Node) -> list[str]:
-    stack = node.meta.get("nn_module_stack") or {}
-    return [str(path) for path, _ in stack.values()]
-
-
 def resolve_keep_float_names(model: GraphModule, names: Iterable[str]) -> dict[str, list[Node]]:
     """``{name: nodes}`` for each name: the node of that name, else every node created inside
     the module of that fully qualified name (including submodules). Raises ``ValueError``
     listing close matches for a name that is neither."""
     by_name = {n.name: n for n in model.graph.nodes if n.op == "call_function"}
-    all_paths = sorted({p for n in model.graph.nodes for p in _module_paths(n) if p})
+    all_paths = sorted({p for n in model.graph.nodes for p in module_paths(n) if p})
     resolved: dict[str, list[Node]] = {}
     for name in names:
         if name in by_name:
@@ -99,7 +94,7 @@ def resolve_keep_float_names(model: GraphModule, names: Iterable[str]) -> dict[s
         prefix = name + "."
         nodes = [
             n for n in by_name.values()
-            if any(p == name or p.startswith(prefix) for p in _module_paths(n))
+            if any(p == name or p.startswith(prefix) for p in module_paths(n))
         ]
         if not nodes:
             close = difflib.get_close_matches(name, list(by_name) + all_paths, n=5, cutoff=0.5)

@@ -3,7 +3,7 @@ module they came from."""
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from torch.fx import Node
 
@@ -17,6 +17,8 @@ __all__ = [
     "get_module_name_filter",
     "is_annotated",
     "mark_nodes_as_annotated",
+    "module_path",
+    "module_paths",
     "set_annotation",
 ]
 
@@ -78,10 +80,21 @@ def get_module_name_filter(module_name: str) -> Callable[[Node], bool]:
     """
 
     def module_name_filter(n: Node) -> bool:
-        # nn_module_stack: {key: (qualified name, type)} from the root to the leaf module;
-        # export spells names with "." but older captures used "_" for "L['self']" prefixes.
-        stack = n.meta.get("nn_module_stack", {})
-        names = [name for name, _ in stack.values()]
-        return module_name in names
+        return module_name in module_paths(n)
 
     return module_name_filter
+
+
+def module_paths(node: Node) -> list[str]:
+    """The fully qualified names of the modules whose forward created ``node``, outermost
+    first (``node.meta["nn_module_stack"]``: ``{key: (qualified name, type)}``, which
+    ``torch.export`` records)."""
+    stack = node.meta.get("nn_module_stack") or {}
+    return [str(path) for path, _ in stack.values()]
+
+
+def module_path(node: Node) -> str:
+    """The fully qualified name of the innermost module that created ``node`` ("" for the
+    model's own forward)."""
+    paths = module_paths(node)
+    return paths[-1] if paths else ""
