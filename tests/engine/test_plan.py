@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from pt2e_helpers import ACT, ACT_HIST, WEIGHT, A, export
 from torch import nn
 
-from pt2e_helpers import A, ACT, ACT_HIST, WEIGHT, export
-
+from fxquant import MinMaxObserver
 from fxquant.engine.errors import AnnotationError
 from fxquant.engine.plan import plan_observers
 from fxquant.pt2e.quantizer import (
@@ -16,7 +16,6 @@ from fxquant.pt2e.quantizer import (
     SharedQuantizationSpec,
 )
 from fxquant.pt2e.quantizer.utils import annotate_input_qspec_map, annotate_output_qspec
-from fxquant import MinMaxObserver
 
 
 class AddCat(nn.Module):
@@ -102,7 +101,7 @@ def test_derived_spec_is_its_own_group():
 
 
 def test_annotation_of_a_missing_edge_is_named():
-    gm, relu, add, cat = _graph()
+    gm, _relu, add, cat = _graph()
     from fxquant.pt2e.quantizer import QuantizationAnnotation
 
     cat.meta["quantization_annotation"] = QuantizationAnnotation(input_qspec_map={add.args[1]: ACT})
@@ -118,6 +117,6 @@ def test_shared_spec_pointing_at_unannotated_site_is_named():
 
 
 def test_annotate_helper_rejects_non_inputs():
-    gm, relu, add, cat = _graph()
+    _gm, relu, _add, cat = _graph()
     with pytest.raises(ValueError, match="is not an input of"):
         annotate_input_qspec_map(relu, cat, ACT)

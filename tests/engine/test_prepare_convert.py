@@ -6,10 +6,19 @@ import copy
 
 import pytest
 import torch
-from torch import nn
-
 from helpers import assert_sqnr
-from pt2e_helpers import A, ACT, QD, ConvBnReLUNet, FnQuantizer, annotate_conv_linear, export, nodes, op_counts
+from pt2e_helpers import (
+    ACT,
+    QD,
+    A,
+    ConvBnReLUNet,
+    FnQuantizer,
+    annotate_conv_linear,
+    export,
+    nodes,
+    op_counts,
+)
+from torch import nn
 
 from fxquant.engine.errors import NotCalibratedError
 from fxquant.numerics import fake_quantize_per_channel, fake_quantize_per_tensor
@@ -126,8 +135,8 @@ def test_shared_and_fixed_qparams_specs():
 
 
 def test_dynamic_spec_becomes_choose_qparams_pattern():
-    from fxquant.pt2e.quantizer import QuantizationSpec
     from fxquant import PlaceholderObserver
+    from fxquant.pt2e.quantizer import QuantizationSpec
 
     dyn = QuantizationSpec(dtype=torch.uint8, quant_min=0, quant_max=255, qscheme=torch.per_tensor_affine,
                            is_dynamic=True, observer_or_fake_quant_ctr=PlaceholderObserver)
@@ -160,5 +169,5 @@ def test_metadata_is_carried_to_qdq_nodes():
     x = torch.randn(2, 3, 8, 8)
     gm = _calibrated(ConvBnReLUNet(), FnQuantizer(annotate_conv_linear), x)
     q = convert_pt2e(gm)
-    relu_q = [n for n in nodes(q, QD.quantize_per_tensor.default) if n.args[0].target == A.relu.default][0]
+    relu_q = next(n for n in nodes(q, QD.quantize_per_tensor.default) if n.args[0].target == A.relu.default)
     assert "stack_trace" in relu_q.meta and "nn_module_stack" in relu_q.meta

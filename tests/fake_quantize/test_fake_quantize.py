@@ -34,26 +34,26 @@ _OBSERVERS = {
 
 # (observer key, FakeQuantize kwargs, input shape)
 CONFIGS: list[tuple[str, dict[str, Any], tuple[int, ...]]] = [
-    ("moving", dict(quant_min=0, quant_max=255, dtype=torch.quint8), (4, 8)),
-    ("moving", dict(dtype=torch.quint8, reduce_range=True), (4, 8)),
-    ("moving", dict(quant_min=-128, quant_max=127, dtype=torch.qint8,
-                    qscheme=torch.per_tensor_symmetric), (4, 8)),
-    ("moving", dict(quant_min=-127, quant_max=127, dtype=torch.qint8,
-                    qscheme=torch.per_tensor_symmetric, eps=2**-12), (4, 8)),
-    ("moving", dict(quant_min=0, quant_max=15, dtype=torch.quint8, averaging_constant=0.5),
+    ("moving", {"quant_min": 0, "quant_max": 255, "dtype": torch.quint8}, (4, 8)),
+    ("moving", {"dtype": torch.quint8, "reduce_range": True}, (4, 8)),
+    ("moving", {"quant_min": -128, "quant_max": 127, "dtype": torch.qint8,
+                    "qscheme": torch.per_tensor_symmetric}, (4, 8)),
+    ("moving", {"quant_min": -127, "quant_max": 127, "dtype": torch.qint8,
+                    "qscheme": torch.per_tensor_symmetric, "eps": 2**-12}, (4, 8)),
+    ("moving", {"quant_min": 0, "quant_max": 15, "dtype": torch.quint8, "averaging_constant": 0.5},
      (2, 3, 5)),
-    ("minmax", dict(dtype=torch.qint8, qscheme=torch.per_tensor_affine), (16,)),
-    ("minmax", dict(quant_min=0, quant_max=255, dtype=torch.quint8,
-                    qscheme=torch.per_tensor_symmetric), (4, 8)),
-    ("perchannel", dict(quant_min=-128, quant_max=127, dtype=torch.qint8,
-                        qscheme=torch.per_channel_symmetric, ch_axis=0), (6, 5)),
-    ("perchannel", dict(dtype=torch.quint8, qscheme=torch.per_channel_affine, ch_axis=1),
+    ("minmax", {"dtype": torch.qint8, "qscheme": torch.per_tensor_affine}, (16,)),
+    ("minmax", {"quant_min": 0, "quant_max": 255, "dtype": torch.quint8,
+                    "qscheme": torch.per_tensor_symmetric}, (4, 8)),
+    ("perchannel", {"quant_min": -128, "quant_max": 127, "dtype": torch.qint8,
+                        "qscheme": torch.per_channel_symmetric, "ch_axis": 0}, (6, 5)),
+    ("perchannel", {"dtype": torch.quint8, "qscheme": torch.per_channel_affine, "ch_axis": 1},
      (2, 3, 4, 4)),
-    ("moving_perchannel", dict(quant_min=-128, quant_max=127, dtype=torch.qint8,
-                               qscheme=torch.per_channel_affine, ch_axis=1), (3, 7)),
-    ("moving_perchannel", dict(quant_min=0, quant_max=255, dtype=torch.quint8,
-                               qscheme=torch.per_channel_affine_float_qparams, ch_axis=0,
-                               averaging_constant=1), (5, 6)),
+    ("moving_perchannel", {"quant_min": -128, "quant_max": 127, "dtype": torch.qint8,
+                               "qscheme": torch.per_channel_affine, "ch_axis": 1}, (3, 7)),
+    ("moving_perchannel", {"quant_min": 0, "quant_max": 255, "dtype": torch.quint8,
+                               "qscheme": torch.per_channel_affine_float_qparams, "ch_axis": 0,
+                               "averaging_constant": 1}, (5, 6)),
 ]
 IDS = [
     "uint8-affine", "uint8-reduce_range", "int8-symmetric", "int8-sym-127", "4bit-range-avg0.5",
@@ -87,7 +87,7 @@ def test_attributes_match_upstream(key, kwargs, shape):
 
 
 def test_disabled_observer_freezes_qparams(agree, batches):
-    ours, theirs = _pair("moving", dict(dtype=torch.quint8))
+    ours, theirs = _pair("moving", {"dtype": torch.quint8})
     first = batches((4, 8))
     agree(ours, theirs, [next(first)])
     frozen = ours.scale.clone(), ours.zero_point.clone()
@@ -111,7 +111,7 @@ def test_disabled_fake_quant_is_identity_but_still_observes():
 
 def test_negative_channel_axis_equals_positive_one(batches, agree):
     # torch's kernel rejects ch_axis=-1 (upstream fails); we normalise it.
-    kwargs = dict(dtype=torch.qint8, qscheme=torch.per_channel_affine)
+    kwargs = {"dtype": torch.qint8, "qscheme": torch.per_channel_affine}
     ours = FakeQuantize(MovingAveragePerChannelMinMaxObserver, ch_axis=-1, **kwargs)
     theirs = tq.FakeQuantize(tq.MovingAveragePerChannelMinMaxObserver, ch_axis=2, **kwargs)
     assert agree(ours, theirs, batches((2, 3, 4))) == 6
@@ -251,7 +251,7 @@ _finite = st.floats(-1e4, 1e4, allow_nan=False, width=32)
 )
 def test_property_output_is_on_the_grid_and_matches_upstream(values, symmetric):
     qscheme = torch.per_tensor_symmetric if symmetric else torch.per_tensor_affine
-    kwargs = dict(quant_min=-128, quant_max=127, dtype=torch.qint8, qscheme=qscheme)
+    kwargs = {"quant_min": -128, "quant_max": 127, "dtype": torch.qint8, "qscheme": qscheme}
     ours, theirs = FakeQuantize(**kwargs), tq.FakeQuantize(**kwargs)
     x = torch.tensor(values)
     with warnings.catch_warnings():

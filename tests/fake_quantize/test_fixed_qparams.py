@@ -21,7 +21,7 @@ IDS = ["sigmoid-0to1", "tanh-neg1to1", "int8-symmetric", "4bit"]
 
 
 def _pair(scale, zero_point, dtype, qmin, qmax):
-    kwargs = dict(scale=scale, zero_point=zero_point, dtype=dtype, quant_min=qmin, quant_max=qmax)
+    kwargs = {"scale": scale, "zero_point": zero_point, "dtype": dtype, "quant_min": qmin, "quant_max": qmax}
     return (
         FixedQParamsFakeQuantize(FixedQParamsObserver.with_args(**kwargs)),
         tq.FixedQParamsFakeQuantize(tq.FixedQParamsObserver.with_args(**kwargs)),

@@ -18,17 +18,17 @@ from fxquant.observers.minmax import (
 
 # (per channel?, kwargs, shape)
 CONFIGS: list[tuple[bool, dict[str, Any], tuple[int, ...]]] = [
-    (False, dict(quant_min=0, quant_max=255, dtype=torch.quint8), (4, 8)),
-    (False, dict(quant_min=-128, quant_max=127, dtype=torch.qint8,
-                 qscheme=torch.per_tensor_symmetric), (4, 8)),
-    (False, dict(quant_min=0, quant_max=127, dtype=torch.quint8, averaging_constant=0.3),
+    (False, {"quant_min": 0, "quant_max": 255, "dtype": torch.quint8}, (4, 8)),
+    (False, {"quant_min": -128, "quant_max": 127, "dtype": torch.qint8,
+                 "qscheme": torch.per_tensor_symmetric}, (4, 8)),
+    (False, {"quant_min": 0, "quant_max": 127, "dtype": torch.quint8, "averaging_constant": 0.3},
      (2, 3, 5)),
-    (True, dict(quant_min=-128, quant_max=127, dtype=torch.qint8,
-                qscheme=torch.per_channel_symmetric, ch_axis=0), (6, 5)),
-    (True, dict(quant_min=-127, quant_max=127, dtype=torch.qint8,
-                qscheme=torch.per_channel_symmetric, eps=2**-12, ch_axis=0), (2, 4, 3)),
-    (True, dict(quant_min=0, quant_max=255, dtype=torch.quint8,
-                qscheme=torch.per_channel_affine, ch_axis=0), (5, 6)),
+    (True, {"quant_min": -128, "quant_max": 127, "dtype": torch.qint8,
+                "qscheme": torch.per_channel_symmetric, "ch_axis": 0}, (6, 5)),
+    (True, {"quant_min": -127, "quant_max": 127, "dtype": torch.qint8,
+                "qscheme": torch.per_channel_symmetric, "eps": 2**-12, "ch_axis": 0}, (2, 4, 3)),
+    (True, {"quant_min": 0, "quant_max": 255, "dtype": torch.quint8,
+                "qscheme": torch.per_channel_affine, "ch_axis": 0}, (5, 6)),
 ]
 IDS = ["uint8-affine", "int8-symmetric", "uint7-avg0.3", "perchannel-int8-sym",
        "perchannel-127-3d", "perchannel-uint8-affine"]
@@ -116,8 +116,8 @@ def test_per_channel_off_axis_0_is_explained(ch_axis):
 
 
 def test_negative_channel_axis_meaning_axis_0_matches_upstream(agree, batches):
-    kwargs = dict(quant_min=-128, quant_max=127, dtype=torch.qint8,
-                  qscheme=torch.per_channel_symmetric)
+    kwargs = {"quant_min": -128, "quant_max": 127, "dtype": torch.qint8,
+                  "qscheme": torch.per_channel_symmetric}
     ours = FusedMovingAvgObsFakeQuantize(MovingAveragePerChannelMinMaxObserver, ch_axis=-2,
                                          **kwargs)
     theirs = tq.FusedMovingAvgObsFakeQuantize(tq.MovingAveragePerChannelMinMaxObserver,

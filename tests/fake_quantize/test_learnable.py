@@ -23,15 +23,15 @@ from fxquant.observers.minmax import (
 
 # (per channel?, constructor kwargs, input shape)
 CONFIGS: list[tuple[bool, dict[str, Any], tuple[int, ...]]] = [
-    (False, dict(quant_min=0, quant_max=255, dtype=torch.quint8), (4, 8)),
-    (False, dict(quant_min=0, quant_max=15, dtype=torch.quint8, use_grad_scaling=True), (4, 8)),
-    (False, dict(quant_min=-128, quant_max=127, dtype=torch.qint8,
-                 qscheme=torch.per_tensor_symmetric, use_grad_scaling=True), (3, 5)),
-    (True, dict(quant_min=-128, quant_max=127, dtype=torch.qint8,
-                qscheme=torch.per_channel_symmetric, ch_axis=0, channel_len=6), (6, 5)),
-    (True, dict(quant_min=0, quant_max=255, dtype=torch.quint8,
-                qscheme=torch.per_channel_affine, ch_axis=1, channel_len=4,
-                use_grad_scaling=True), (2, 4, 3)),
+    (False, {"quant_min": 0, "quant_max": 255, "dtype": torch.quint8}, (4, 8)),
+    (False, {"quant_min": 0, "quant_max": 15, "dtype": torch.quint8, "use_grad_scaling": True}, (4, 8)),
+    (False, {"quant_min": -128, "quant_max": 127, "dtype": torch.qint8,
+                 "qscheme": torch.per_tensor_symmetric, "use_grad_scaling": True}, (3, 5)),
+    (True, {"quant_min": -128, "quant_max": 127, "dtype": torch.qint8,
+                "qscheme": torch.per_channel_symmetric, "ch_axis": 0, "channel_len": 6}, (6, 5)),
+    (True, {"quant_min": 0, "quant_max": 255, "dtype": torch.quint8,
+                "qscheme": torch.per_channel_affine, "ch_axis": 1, "channel_len": 4,
+                "use_grad_scaling": True}, (2, 4, 3)),
 ]
 IDS = ["uint8-affine", "4bit-gradscale", "int8-symmetric-gradscale", "perchannel-int8-sym",
        "perchannel-uint8-affine-axis1"]
@@ -85,9 +85,9 @@ def test_static_then_learning_matches_upstream(per_channel, kwargs, shape, batch
 @pytest.mark.parametrize(
     ("mode", "switches"),
     [
-        ("enable_param_learning", dict(fake_quant=1, static=0, learning=1, grad=True)),
-        ("enable_static_estimate", dict(fake_quant=1, static=1, learning=0, grad=False)),
-        ("enable_static_observation", dict(fake_quant=0, static=1, learning=0, grad=False)),
+        ("enable_param_learning", {"fake_quant": 1, "static": 0, "learning": 1, "grad": True}),
+        ("enable_static_estimate", {"fake_quant": 1, "static": 1, "learning": 0, "grad": False}),
+        ("enable_static_observation", {"fake_quant": 0, "static": 1, "learning": 0, "grad": False}),
     ],
     ids=["param_learning", "static_estimate", "static_observation"],
 )
@@ -161,9 +161,9 @@ def test_observe_quant_params_logs_and_returns(caplog):
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
-        (dict(quant_min=5, quant_max=5), QuantizationRangeError, "strictly less than"),
-        (dict(quant_min=0, quant_max=255, channel_len=0), ValueError, "channel_len must be"),
-        (dict(quant_min=-128, quant_max=127, dtype=torch.quint8), QuantizationRangeError,
+        ({"quant_min": 5, "quant_max": 5}, QuantizationRangeError, "strictly less than"),
+        ({"quant_min": 0, "quant_max": 255, "channel_len": 0}, ValueError, "channel_len must be"),
+        ({"quant_min": -128, "quant_max": 127, "dtype": torch.quint8}, QuantizationRangeError,
          r"outside the range \[0, 255\]"),
     ],
     ids=["empty-range", "bad-channel_len", "range-outside-dtype"],

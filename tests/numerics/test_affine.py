@@ -137,11 +137,11 @@ def test_round_trip_error_within_half_step_inside_range(scale, zero_point, value
 @pytest.mark.parametrize(
     "block,expect",
     [
-        (dict(), (4, 6, 8)),
-        (dict(axis=1), (4, 1, 8)),
-        (dict(axis=-1), (4, 6, 1)),
-        (dict(group_size=4), (1, 1, 4)),
-        (dict(per_token=True), (1, 1, 8)),
+        ({}, (4, 6, 8)),
+        ({"axis": 1}, (4, 1, 8)),
+        ({"axis": -1}, (4, 6, 1)),
+        ({"group_size": 4}, (1, 1, 4)),
+        ({"per_token": True}, (1, 1, 8)),
     ],
     ids=["tensor", "channel1", "channel-1", "group4", "token"],
 )

@@ -30,25 +30,25 @@ UPSTREAM = {
 }
 
 PER_TENSOR_CONFIGS = [
-    dict(),
-    dict(dtype=torch.qint8, qscheme=torch.per_tensor_symmetric),
-    dict(dtype=torch.quint8, qscheme=torch.per_tensor_symmetric),
-    dict(quant_min=0, quant_max=127),
-    dict(dtype=torch.qint8, quant_min=-127, quant_max=127, qscheme=torch.per_tensor_symmetric, eps=2**-12),
-    dict(dtype=torch.qint8, reduce_range=True),
-    dict(dtype=torch.quint8, quant_min=0, quant_max=15),
-    dict(dtype=torch.qint32),
-    dict(dtype=torch.int16, qscheme=torch.per_tensor_symmetric),
-    dict(dtype=torch.uint16, qscheme=torch.per_tensor_symmetric),
+    {},
+    {"dtype": torch.qint8, "qscheme": torch.per_tensor_symmetric},
+    {"dtype": torch.quint8, "qscheme": torch.per_tensor_symmetric},
+    {"quant_min": 0, "quant_max": 127},
+    {"dtype": torch.qint8, "quant_min": -127, "quant_max": 127, "qscheme": torch.per_tensor_symmetric, "eps": 2**-12},
+    {"dtype": torch.qint8, "reduce_range": True},
+    {"dtype": torch.quint8, "quant_min": 0, "quant_max": 15},
+    {"dtype": torch.qint32},
+    {"dtype": torch.int16, "qscheme": torch.per_tensor_symmetric},
+    {"dtype": torch.uint16, "qscheme": torch.per_tensor_symmetric},
 ]
 PER_CHANNEL_CONFIGS = [
-    dict(),
-    dict(dtype=torch.qint8, qscheme=torch.per_channel_symmetric),
-    dict(dtype=torch.qint8, qscheme=torch.per_channel_symmetric, ch_axis=1),
-    dict(dtype=torch.qint8, qscheme=torch.per_channel_symmetric, quant_min=-127, quant_max=127),
-    dict(qscheme=torch.per_channel_affine_float_qparams),
-    dict(dtype=torch.quint4x2, qscheme=torch.per_channel_affine_float_qparams),
-    dict(ch_axis=-1, dtype=torch.qint8),
+    {},
+    {"dtype": torch.qint8, "qscheme": torch.per_channel_symmetric},
+    {"dtype": torch.qint8, "qscheme": torch.per_channel_symmetric, "ch_axis": 1},
+    {"dtype": torch.qint8, "qscheme": torch.per_channel_symmetric, "quant_min": -127, "quant_max": 127},
+    {"qscheme": torch.per_channel_affine_float_qparams},
+    {"dtype": torch.quint4x2, "qscheme": torch.per_channel_affine_float_qparams},
+    {"ch_axis": -1, "dtype": torch.qint8},
 ]
 
 
@@ -182,10 +182,12 @@ def test_configuration_errors():
         MinMaxObserver(dtype=torch.float32)
     with pytest.raises(ValueError, match="both quant_min and quant_max"):
         MinMaxObserver(quant_min=0)
-    with pytest.raises(NotImplementedError, match="reduce_range is not supported with symmetric quint8"):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            MinMaxObserver(qscheme=torch.per_tensor_symmetric, reduce_range=True)
+    with (
+        pytest.raises(NotImplementedError, match="reduce_range is not supported with symmetric quint8"),
+        warnings.catch_warnings(),
+    ):
+        warnings.simplefilter("ignore")
+        MinMaxObserver(qscheme=torch.per_tensor_symmetric, reduce_range=True)
     with pytest.raises(ValueError, match="averaging_constant"):
         MovingAverageMinMaxObserver(averaging_constant=0.0)
     with pytest.raises(NotImplementedError, match="dynamic"):

@@ -38,7 +38,7 @@ def test_fixed_qparams_rejects_bad_values():
 
 
 def test_placeholder_carries_configuration():
-    kw = dict(dtype=torch.quint8, quant_min=0, quant_max=255, is_dynamic=True)
+    kw = {"dtype": torch.quint8, "quant_min": 0, "quant_max": 255, "is_dynamic": True}
     ours, ref = PlaceholderObserver(**kw), tq.PlaceholderObserver(**kw)
     for attr in ("dtype", "quant_min", "quant_max", "is_dynamic", "qscheme", "eps"):
         assert getattr(ours, attr) == getattr(ref, attr), attr

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+from pt2e_helpers import ACT, A, FnQuantizer, nodes
 from torch import nn
 
-from pt2e_helpers import A, ACT, FnQuantizer, nodes
-
+from fxquant import MinMaxObserver
 from fxquant.pt2e.capture import CaptureError, capture
 from fxquant.pt2e.quantizer import ComposableQuantizer, QuantizationSpec
 from fxquant.pt2e.quantizer.composable_quantizer import QuantizerConflictError
 from fxquant.pt2e.quantizer.utils import annotate_output_qspec
-from fxquant import MinMaxObserver
 
 
 class DataDependent(nn.Module):

@@ -15,8 +15,17 @@ from fxquant.pt2e.quantizer.x86_inductor_quantizer import (
     X86InductorQuantizer,
     get_default_x86_inductor_quantization_config,
 )
-from fxquant.pt2e.quantizer.xnnpack_quantizer import XNNPACKQuantizer, get_symmetric_quantization_config
-from fxquant.zoo import efficientnet_lite0, imagenet_photos, minilm_l6, minilm_tokenizer, real_sentences
+from fxquant.pt2e.quantizer.xnnpack_quantizer import (
+    XNNPACKQuantizer,
+    get_symmetric_quantization_config,
+)
+from fxquant.zoo import (
+    efficientnet_lite0,
+    imagenet_photos,
+    minilm_l6,
+    minilm_tokenizer,
+    real_sentences,
+)
 
 pytestmark = pytest.mark.slow
 

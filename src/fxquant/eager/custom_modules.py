@@ -24,7 +24,9 @@ def get_default_custom_config_dict() -> dict[str, dict[Any, Any]]:
     """
     from fxquant.nn.quantizable import LSTM as ObservedLSTM
     from fxquant.nn.quantizable import MultiheadAttention as ObservedMultiheadAttention
-    from fxquant.nn.quantizable.quantized_activation import MultiheadAttention as QuantizedMultiheadAttention
+    from fxquant.nn.quantizable.quantized_activation import (
+        MultiheadAttention as QuantizedMultiheadAttention,
+    )
     from fxquant.nn.quantizable.quantized_lstm import LSTM as QuantizedLSTM
 
     return {

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["pack_int4", "unpack_int4", "pack_int2", "unpack_int2"]
+__all__ = ["pack_int2", "pack_int4", "unpack_int2", "unpack_int4"]
 
 
 def _pack(q: torch.Tensor, bits: int, signed: bool) -> torch.Tensor:

@@ -50,6 +50,7 @@ from fxquant.observers import (
     ZeroPointDomain,
     get_block_size,
 )
+from fxquant.observers.base import _PartialWrapper as PartialWrapper
 from fxquant.pt2e._numeric_debugger import (
     CUSTOM_KEY,
     NUMERIC_DEBUG_HANDLE_KEY,
@@ -67,7 +68,6 @@ from fxquant.pt2e.export_utils import (
     move_exported_model_to_eval,
     move_exported_model_to_train,
 )
-from fxquant.observers.base import _PartialWrapper as PartialWrapper
 from fxquant.pt2e.graph_utils import find_sequential_partitions
 from fxquant.pt2e.learnable_fake_quantize import (
     LearnableFakeQuantize,
@@ -82,18 +82,10 @@ FROM_NODE_KEY = "from_node"
 
 __all__ = [
     "CUSTOM_KEY",
-    "CaptureError",
     "FROM_NODE_KEY",
     "NUMERIC_DEBUG_HANDLE_KEY",
-    "NodeAccuracySummary",
-    "NodeSourceDebugInfo",
-    "QuantizationComparisonResult",
-    "compare_results",
-    "extract_results_from_loggers",
-    "find_sequential_partitions",
-    "generate_numeric_debug_handle",
-    "prepare_for_propagation_comparison",
     "AffineQuantizedObserverBase",
+    "CaptureError",
     "FakeQuantize",
     "FakeQuantizeBase",
     "FixedQParamsFakeQuantize",
@@ -106,6 +98,8 @@ __all__ = [
     "MinMaxObserver",
     "MovingAverageMinMaxObserver",
     "MovingAveragePerChannelMinMaxObserver",
+    "NodeAccuracySummary",
+    "NodeSourceDebugInfo",
     "NoopObserver",
     "ObserverBase",
     "ObserverOrFakeQuantize",
@@ -119,6 +113,7 @@ __all__ = [
     "PerTensor",
     "PerToken",
     "PlaceholderObserver",
+    "QuantizationComparisonResult",
     "RecordingObserver",
     "ReuseInputObserver",
     "TorchAODType",
@@ -126,6 +121,7 @@ __all__ = [
     "ZeroPointDomain",
     "allow_exported_model_train_eval",
     "capture",
+    "compare_results",
     "default_dynamic_fake_quant",
     "default_fake_quant",
     "default_fixed_qparams_range_0to1_fake_quant",
@@ -142,7 +138,11 @@ __all__ = [
     "enable_fake_quant",
     "enable_observer",
     "enable_range_learning",
+    "extract_results_from_loggers",
+    "find_sequential_partitions",
+    "generate_numeric_debug_handle",
     "get_block_size",
     "move_exported_model_to_eval",
     "move_exported_model_to_train",
+    "prepare_for_propagation_comparison",
 ]

@@ -36,7 +36,6 @@ from fxquant.zoo.photos import (
     load_photo,
     photo_names,
 )
-
 from fxquant.zoo.sentences import SENTENCE_SPLITS, SourcedSentence, real_sentences, sentence_pool
 
 __all__ = [
@@ -44,12 +43,12 @@ __all__ = [
     "IMAGENET_STD",
     "LITE0_STAGES",
     "PHOTO_NAMES",
+    "SENTENCE_SPLITS",
     "SPLITS",
     "CropBox",
     "EfficientNetLite",
     "MBConvBlock",
     "MiniLMTokenizer",
-    "SENTENCE_SPLITS",
     "SentenceEmbedder",
     "SourcedSentence",
     "StageSpec",

@@ -44,7 +44,6 @@ from fxquant.nn.quantized.quant_dequant import DeQuantize, Quantize
 __all__ = [
     "ELU",
     "LSTM",
-    "MultiheadAttention",
     "BatchNorm2d",
     "BatchNorm3d",
     "Conv1d",
@@ -67,6 +66,7 @@ __all__ = [
     "LayerNorm",
     "LeakyReLU",
     "Linear",
+    "MultiheadAttention",
     "PReLU",
     "QFunctional",
     "Quantize",

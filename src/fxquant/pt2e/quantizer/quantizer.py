@@ -13,8 +13,9 @@ they are frozen and validate themselves.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Union
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -35,7 +36,7 @@ __all__ = [
 ]
 
 # An input edge (producer, consumer) or a node's output.
-EdgeOrNode = Union[tuple[Node, Node], Node]
+EdgeOrNode = tuple[Node, Node] | Node
 
 # A class or a ``with_args`` factory that builds an observer or a fake-quantizer.
 ObserverOrFakeQuantizeConstructor = Callable[..., Any]
@@ -43,7 +44,7 @@ ObserverOrFakeQuantizeConstructor = Callable[..., Any]
 _FLOAT_PASSTHROUGH = frozenset({torch.float32})
 
 
-class QuantizationSpecBase(ABC):  # noqa: B024  # a marker base, as upstream's
+class QuantizationSpecBase(ABC):  # a marker base, as upstream's
     """Base of the spec types; a spec says how one edge or node output is quantized."""
 
 
