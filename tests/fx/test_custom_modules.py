@@ -277,3 +277,38 @@ def test_lstm_custom_module_in_qat_flow():
     with torch.no_grad():
         head, h = converted(*_lstm_inputs(2))
     assert head.shape == (5, 2, 3) and h.shape == (1, 2, 8) and not head.is_quantized
+
+
+def test_lstm_result_returned_whole_is_dequantized():
+    """``return self.lstm(x, (h, c))``: the graph output reads the nested tuple whole; its
+    tensors come out dequantized, equal to those picked out by getitem."""
+
+    class WholeLSTM(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lstm = nn.LSTM(4, 8)
+
+        def forward(self, x, h, c):
+            return self.lstm(x, (h, c))
+
+    class PickedLSTM(WholeLSTM):
+        def forward(self, x, h, c):
+            out, (h2, c2) = self.lstm(x, (h, c))
+            return out, (h2, c2)
+
+    torch.manual_seed(0)
+    whole = WholeLSTM().eval()
+    picked = PickedLSTM().eval()
+    picked.load_state_dict(whole.state_dict())
+    converted = []
+    for model in (whole, picked):
+        prepared = prepare_fx(model, _mapping(fxquant), _lstm_inputs(0),
+                              PrepareCustomConfig().set_float_to_observed_mapping(nn.LSTM, nnqa.LSTM))
+        for seed in range(3):
+            prepared(*_lstm_inputs(seed))
+        converted.append(convert_fx(prepared))
+    out, (h, c) = converted[0](*_lstm_inputs(5))
+    expected_out, (expected_h, expected_c) = converted[1](*_lstm_inputs(5))
+    for a, b in ((out, expected_out), (h, expected_h), (c, expected_c)):
+        assert not a.is_quantized
+        assert torch.equal(a, b)

@@ -204,3 +204,309 @@ def test_linear_on_3d_input_equalizes_its_features():
     scales = [b for name, b in lowered.named_buffers() if "_equalization_scale" in name]
     assert [tuple(s.shape) for s in scales] == [(1, 1, 8)]
     assert _float_sqnr(model, lowered, batches) > _float_sqnr(model, convert_fx(base), batches) + 1.0
+
+
+# ---------------------------------------------------------------- functional F.linear / F.conv2d
+
+
+class FunctionalLinear(nn.Module):
+    """``F.linear`` on tensor attributes (upstream's functional test models use plain
+    tensors, which tracing turns into buffers)."""
+
+    def __init__(self, in_features: int = 8, out_features: int = 4) -> None:
+        super().__init__()
+        self.weight = torch.randn(out_features, in_features)
+        self.bias = torch.randn(out_features)
+
+    def forward(self, x):
+        return torch.nn.functional.linear(x, self.weight, self.bias)
+
+
+class FunctionalConv(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight, self.bias = torch.randn(4, 8, 3, 3), torch.randn(4)
+
+    def forward(self, x):
+        return torch.nn.functional.conv2d(x, self.weight, self.bias)
+
+
+class FunctionalChain(nn.Module):
+    """linear → linear, functional; ``parameters=True`` holds the weights as parameters
+    with names that do not say "bias" (upstream cannot equalize those)."""
+
+    def __init__(self, parameters: bool = False) -> None:
+        super().__init__()
+        tensors = torch.randn(6, 8), torch.randn(6), torch.randn(4, 6), torch.randn(4)
+        if parameters:
+            self.w1, self.b1, self.w2, self.b2 = (nn.Parameter(t) for t in tensors)
+        else:
+            self.weight1, self.bias1, self.weight2, self.bias2 = tensors
+
+    def _params(self):
+        if hasattr(self, "w1"):
+            return self.w1, self.b1, self.w2, self.b2
+        return self.weight1, self.bias1, self.weight2, self.bias2
+
+    def forward(self, x):
+        w1, b1, w2, b2 = self._params()
+        return torch.nn.functional.linear(torch.nn.functional.linear(x, w1, b1), w2, b2)
+
+
+class FunctionalConvReLUChain(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight1, self.bias1 = torch.randn(4, 8, 3, 3), torch.randn(4)
+        self.weight2, self.bias2 = torch.randn(2, 4, 1, 1), torch.randn(2)
+
+    def forward(self, x):
+        hidden = torch.nn.functional.relu(torch.nn.functional.conv2d(x, self.weight1, self.bias1))
+        return torch.nn.functional.conv2d(hidden, self.weight2, self.bias2)
+
+
+def _global_eq():
+    return (fxquant.QConfigMapping().set_global(eq.default_equalization_qconfig),
+            tq.QConfigMapping().set_global(up_eq.default_equalization_qconfig))
+
+
+def _eq_edges(gm: torch.fx.GraphModule) -> list[tuple[str, str, str]]:
+    """(equalization observer class, op of what it observes through its observer, op of its user)."""
+    edges = []
+    for node in gm.graph.nodes:
+        module = gm.get_submodule(node.target) if node.op == "call_module" else None
+        if isinstance(module, (eq._InputEqualizationObserver, eq._WeightEqualizationObserver,
+                               up_eq._InputEqualizationObserver, up_eq._WeightEqualizationObserver)):
+            (user,) = node.users
+            edges.append((type(module).__name__, node.args[0].args[0].op, str(user.target)))
+    return sorted(edges)
+
+
+@pytest.mark.parametrize(("model_cls", "conv"), [(FunctionalLinear, False), (FunctionalConv, True)],
+                         ids=["F.linear", "F.conv2d"])
+def test_functional_layer_matches_upstream_bit_exactly(model_cls, conv):
+    _, ours, upstream, batches = _pair(model_cls, *_global_eq(), conv)
+    # input → observer → input eq observer → op, and weight → observer → weight eq observer → op
+    assert _eq_edges(ours) == _eq_edges(upstream)
+    assert [e[0] for e in _eq_edges(ours)] == ["_InputEqualizationObserver", "_WeightEqualizationObserver"]
+    reference = convert_to_reference_fx(copy.deepcopy(ours))
+    up_reference = upstream_fx._convert_to_reference_decomposed_fx(copy.deepcopy(upstream))
+    reference.graph.lint()
+    for name in ("x_equalization_scale0", "weight", "bias"):
+        assert torch.equal(getattr(reference, name), getattr(up_reference, name)), name
+    for b in batches:
+        assert torch.equal(reference(b), up_reference(b))
+    lowered = convert_fx(ours)
+    if not conv:  # upstream cannot lower a functional conv called without stride/padding
+        up_lowered = upstream_fx.convert_fx(upstream)
+        for b in batches:
+            assert torch.equal(lowered(b), up_lowered(b))
+    else:  # the int8 conv kernel against the reference model's float conv
+        assert min(sqnr(reference(b), lowered(b)) for b in batches) > 35.0
+
+
+@pytest.mark.parametrize(("model_cls", "conv", "min_gain_db", "min_gain_over_unequalized_db"), [
+    (FunctionalChain, False, 5.0, 1.0),  # ~30.6 dB; upstream ~21.2, unequalized ~28.1
+    (FunctionalConvReLUChain, True, 10.0, -1.0),  # ~23.7 dB; upstream ~8.6, unequalized ~24.5
+], ids=["linear-linear", "conv-relu-conv"])
+def test_functional_chain_folds_like_upstream_and_keeps_the_range_right(
+    model_cls, conv, min_gain_db, min_gain_over_unequalized_db,
+):
+    """The second scale is folded into the first layer's rows and bias (same weights and
+    input scale as upstream, bit for bit); upstream leaves the first layer's output observer
+    at the unscaled range, fxquant rescales it."""
+    model, ours, upstream, batches = _pair(model_cls, *_global_eq(), conv)
+    assert _eq_edges(ours) == _eq_edges(upstream)
+    reference = convert_to_reference_fx(copy.deepcopy(ours))
+    up_reference = upstream_fx._convert_to_reference_decomposed_fx(copy.deepcopy(upstream))
+    for name in ("x_equalization_scale0", "weight1", "bias1", "weight2", "bias2"):
+        assert torch.equal(getattr(reference, name), getattr(up_reference, name)), name
+    assert [n.target for n in reference.graph.nodes].count(torch.mul) == 1  # no mul between the layers
+    ours_db, up_db = _float_sqnr(model, reference, batches), _float_sqnr(model, up_reference, batches)
+    baseline = prepare_fx(copy.deepcopy(model), _mapping(fxquant), (batches[0],))
+    for b in batches:
+        baseline(b)
+    assert ours_db > _float_sqnr(model, convert_to_reference_fx(baseline), batches) + min_gain_over_unequalized_db
+    assert ours_db > up_db + min_gain_db
+
+
+def test_functional_chain_equals_the_module_chain():
+    """The same two layers as F.linear calls and as nn.Linear modules: same equalized model."""
+    torch.manual_seed(0)
+    functional = FunctionalChain().eval()
+    modules = TwoLinear().eval()
+    with torch.no_grad():
+        for linear, (w, b) in zip((modules.fc1, modules.fc2), ((functional.weight1, functional.bias1),
+                                                               (functional.weight2, functional.bias2))):
+            linear.weight.copy_(w)
+            linear.bias.copy_(b)
+    batches = _batches(False)
+    outputs = []
+    for model in (functional, modules):
+        prepared = prepare_fx(model, _mapping(fxquant), (batches[0],), _equalization_config=_global_eq()[0])
+        for b in batches:
+            prepared(b)
+        reference = convert_to_reference_fx(prepared)
+        outputs.append([reference(b) for b in batches])
+    for a, b in zip(*outputs):
+        assert torch.equal(a, b)
+
+
+def test_functional_parameters_with_any_names_are_equalized():
+    """Upstream assigns a plain tensor to the parameter and fails, and only scales biases whose
+    attribute name contains "bias"; fxquant keeps parameters and scales the call's bias."""
+    torch.manual_seed(0)
+    with_params = FunctionalChain(parameters=True).eval()
+    torch.manual_seed(0)
+    with_buffers = FunctionalChain().eval()
+    batches = _batches(False)
+    results = []
+    for model in (with_params, with_buffers):
+        prepared = prepare_fx(model, _mapping(fxquant), (batches[0],), _equalization_config=_global_eq()[0])
+        for b in batches:
+            prepared(b)
+        results.append(convert_to_reference_fx(prepared))
+    assert isinstance(results[0].w1, nn.Parameter)
+    assert torch.equal(results[0].b1, results[1].bias1)
+    for b in batches:
+        assert torch.equal(results[0](b), results[1](b))
+
+
+def test_functional_weight_read_twice_is_skipped_with_a_warning():
+    class Twice(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.weight = torch.randn(8, 8)
+
+        def forward(self, x):
+            return torch.nn.functional.linear(torch.nn.functional.linear(x, self.weight), self.weight)
+
+    torch.manual_seed(0)
+    model, batches = Twice().eval(), _batches(False)
+    with pytest.warns(UserWarning, match=r"skips linear: its weight is not a module attribute that only this call"):
+        prepared = prepare_fx(copy.deepcopy(model), _mapping(fxquant), (batches[0],),
+                              _equalization_config=_global_eq()[0])
+    assert _eq_edges(prepared) == []
+    for b in batches:
+        prepared(b)
+    assert _float_sqnr(model, convert_fx(prepared), batches) > 20.0
+
+
+def test_functional_linear_on_3d_input_equalizes_its_features():
+    torch.manual_seed(0)
+    model = FunctionalLinear().eval()
+    g = torch.Generator().manual_seed(2)
+    batches = [torch.randn(2, 5, 8, generator=g) * _COLUMNS for _ in range(4)]
+    prepared = prepare_fx(copy.deepcopy(model), _mapping(fxquant), (batches[0],),
+                          _equalization_config=_global_eq()[0])
+    for b in batches:
+        prepared(b)
+    lowered = convert_fx(prepared)
+    assert tuple(lowered.x_equalization_scale0.shape) == (1, 1, 8)
+    assert _float_sqnr(model, lowered, batches) > 30.0
+
+
+class ModuleWeightCalledTwice(nn.Module):
+    """``F.linear`` on the parameters of a linear module that is also called (the module is
+    kept in float: a ``get_attr`` of the weight of a module that lowering swapped for a
+    quantized one fails at run time when the functional call is not lowered too — upstream
+    fails on this model even without equalization)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(8, 8)
+
+    def forward(self, x):
+        return self.fc(torch.nn.functional.linear(x, self.fc.weight, self.fc.bias))
+
+
+class GroupedFunctionalConv(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = torch.randn(8, 1, 3, 3)
+
+    def forward(self, x):
+        return torch.nn.functional.conv2d(x, self.weight, groups=8)
+
+
+@pytest.mark.parametrize(("model_cls", "message", "conv"), [
+    (ModuleWeightCalledTwice, "skips linear: its weight is not a module attribute that only this call reads", False),
+    (GroupedFunctionalConv, "skips conv2d: a grouped conv's weight columns", True),
+], ids=["weight-of-a-called-module", "grouped-conv"])
+def test_functional_layers_that_cannot_be_equalized_are_skipped_with_a_warning(model_cls, message, conv):
+    torch.manual_seed(0)
+    model, batches = model_cls().eval(), _batches(conv)
+    mapping = _mapping(fxquant).set_object_type(nn.Linear, None)
+    with pytest.warns(UserWarning, match=message):
+        prepared = prepare_fx(copy.deepcopy(model), mapping, (batches[0],), _equalization_config=_global_eq()[0])
+    assert _eq_edges(prepared) == []
+    for b in batches:
+        prepared(b)
+    lowered = convert_fx(prepared)
+    assert _float_sqnr(model, lowered, batches) > 20.0
+
+
+# ---------------------------------------------------------------- upstream's helper functions
+
+
+def test_convert_equalization_ref_keeps_the_float_function_and_convert_follows():
+    model, ours, _, batches = _pair(
+        TwoLinear, fxquant.QConfigMapping().set_object_type(nn.Linear, eq.default_equalization_qconfig),
+        tq.QConfigMapping())
+    direct = convert_fx(copy.deepcopy(ours))
+    equalized = eq._convert_equalization_ref(ours)
+    assert _eq_edges(equalized) == []
+    assert [n.target for n in equalized.graph.nodes].count(torch.mul) == 1
+    with torch.no_grad():
+        for b in batches:  # observers pass values through: the equalized float model
+            torch.testing.assert_close(equalized(b), model(b), rtol=1e-5, atol=1e-4)
+    lowered = convert_fx(equalized)
+    for b in batches:
+        assert torch.equal(lowered(b), direct(b))
+
+
+def test_layer_sqnr_dict_and_equalization_qconfig_dict_agree_with_upstream():
+    class Three(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc1, self.fc2, self.fc3 = nn.Linear(8, 6), nn.Linear(6, 6), nn.Linear(6, 4)
+
+        def forward(self, x):
+            return self.fc3(self.fc2(self.fc1(x)))
+
+    model, ours, upstream, batches = _pair(Three, None, None)
+    lowered, up_lowered = convert_fx(ours), upstream_fx.convert_fx(upstream)
+    layer_sqnr = eq.get_layer_sqnr_dict(model, lowered, batches[0])
+    assert sorted(layer_sqnr) == ["fc1", "fc2", "fc3"]
+    assert layer_sqnr["fc3"] == pytest.approx(sqnr(model(batches[0]), lowered(batches[0])), abs=1e-4)
+    # upstream (torch 2.13) reports every layer under the name None; the last one is fc3
+    (up_value,) = up_eq.get_layer_sqnr_dict(model, up_lowered, batches[0]).values()
+    assert layer_sqnr["fc3"] == pytest.approx(float(up_value), abs=1e-4)
+    config = eq.get_equalization_qconfig_dict(layer_sqnr, 2)
+    up_config = up_eq.get_equalization_qconfig_dict(layer_sqnr, 2)
+    assert [name for name, _ in config["module_name"]] == [name for name, _ in up_config["module_name"]]
+    worst_two = sorted(layer_sqnr, key=layer_sqnr.__getitem__)[:2]
+    assert [name for name, _ in config["module_name"]] == worst_two
+    prepared = prepare_fx(copy.deepcopy(model), _mapping(fxquant), (batches[0],), _equalization_config=config)
+    assert sorted(e[2] for e in _eq_edges(prepared)) == sorted(worst_two)
+
+
+def test_support_predicates_agree_with_upstream():
+    class Mixed(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc, self.conv, self.bn = nn.Linear(8, 8), nn.Conv1d(8, 8, 1), nn.BatchNorm1d(8)
+            self.weight = torch.randn(8, 8)
+
+        def forward(self, x):
+            y = torch.nn.functional.linear(self.fc(x), self.weight)
+            return torch.nn.functional.relu(self.bn(self.conv(y.unsqueeze(-1))))
+
+    gm = torch.fx.symbolic_trace(Mixed())
+    modules = dict(gm.named_modules())
+    ours = {n.name: eq.node_supports_equalization(n, modules) for n in gm.graph.nodes}
+    assert ours == {n.name: up_eq.node_supports_equalization(n, modules) for n in gm.graph.nodes}
+    assert sorted(name for name, supported in ours.items() if supported) == ["conv", "fc", "linear"]
+    fused = fxquant.nn.intrinsic.LinearReLU(nn.Linear(2, 2), nn.ReLU())
+    assert eq.fused_module_supports_equalization(fused) and not eq.nn_module_supports_equalization(fused)
+    assert eq.is_equalization_observer(eq.input_equalization_observer())
+    assert not eq.is_equalization_observer(fxquant.MinMaxObserver())

@@ -8,7 +8,11 @@ the same spread (their ranges meet at the geometric mean), so per-tensor input q
 loses less on channels with small ranges. :class:`_InputEqualizationObserver` records the
 per-channel input ranges during calibration, :class:`_WeightEqualizationObserver` the weight
 column ranges; :func:`calculate_equalization_scale` combines them. The graph rewriting is in
-:mod:`fxquant.fx.equalization`.
+:mod:`fxquant.fx.equalization`. Also as upstream: which nodes can be equalized
+(:func:`node_supports_equalization`: linear/conv modules, fused with ReLU or not, and
+``F.linear`` / ``F.conv1d/2d/3d``), :func:`_convert_equalization_ref` (apply the
+equalization without quantizing), and choosing the layers to equalize from per-layer SQNR
+(:func:`get_layer_sqnr_dict`, :func:`get_equalization_qconfig_dict`).
 
 Example::
 
@@ -19,12 +23,20 @@ Example::
 
 from __future__ import annotations
 
+import operator
 import warnings
-from typing import Any, NamedTuple, Self
+from typing import TYPE_CHECKING, Any, NamedTuple, Self
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from fxquant.nn import intrinsic as nni
+
+if TYPE_CHECKING:
+    from torch.fx import GraphModule, Node
+
+from fxquant.metrics import sqnr
 from fxquant.observers import PerChannelMinMaxObserver
 from fxquant.observers.base import _with_args, range_is_uninitialized
 
@@ -32,9 +44,16 @@ __all__ = [
     "EqualizationQConfig",
     "_InputEqualizationObserver",
     "_WeightEqualizationObserver",
+    "_convert_equalization_ref",
     "calculate_equalization_scale",
     "default_equalization_qconfig",
+    "fused_module_supports_equalization",
+    "get_equalization_qconfig_dict",
+    "get_layer_sqnr_dict",
     "input_equalization_observer",
+    "is_equalization_observer",
+    "nn_module_supports_equalization",
+    "node_supports_equalization",
     "weight_equalization_observer",
 ]
 
@@ -192,3 +211,86 @@ weight_equalization_observer = _WeightEqualizationObserver.with_args(dtype=torch
                                                                      qscheme=torch.per_channel_symmetric)
 default_equalization_qconfig = EqualizationQConfig(input_activation=input_equalization_observer,
                                                    weight=weight_equalization_observer)
+
+
+_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_FUSED = (nni.LinearReLU, nni.ConvReLU1d, nni.ConvReLU2d, nni.ConvReLU3d)
+_FUNCTIONAL = (F.linear, F.conv1d, F.conv2d, F.conv3d)
+
+
+def nn_module_supports_equalization(module: nn.Module) -> bool:
+    """``nn.Linear`` and ``nn.Conv1d/2d/3d`` (exact types)."""
+    return type(module) in _LAYERS
+
+
+def fused_module_supports_equalization(module: nn.Module) -> bool:
+    """Linear/conv fused with ReLU (``LinearReLU``, ``ConvReLU1d/2d/3d``)."""
+    return type(module) in _FUSED
+
+
+def node_supports_equalization(node: Node, modules: dict[str, nn.Module]) -> bool:
+    """A call of a linear/conv module (plain or fused with ReLU; ``modules``: the graph
+    module's ``dict(named_modules())``) or of ``F.linear`` / ``F.conv1d/2d/3d``."""
+    if node.op == "call_module":
+        module = modules[str(node.target)]
+        return nn_module_supports_equalization(module) or fused_module_supports_equalization(module)
+    return node.op == "call_function" and node.target in _FUNCTIONAL
+
+
+def is_equalization_observer(observer: nn.Module) -> bool:
+    """An input or weight equalization observer."""
+    return isinstance(observer, (_InputEqualizationObserver, _WeightEqualizationObserver))
+
+
+def _convert_equalization_ref(model: GraphModule) -> GraphModule:
+    """Apply the input-weight equalization of a calibrated ``prepare_fx`` model without
+    quantizing it: weights and inputs scaled, input observers given the scaled ranges,
+    equalization observers removed. The result still computes the float function (up to
+    rounding); ``convert_fx`` can follow. In place; returns ``model``."""
+    # the graph pass imports this module, so it is imported here
+    from fxquant.fx.equalization import apply_equalization
+    from fxquant.fx.state import observed_state
+
+    state = observed_state(model)
+    apply_equalization(model, state.equalization)
+    state.equalization = {}
+    return model
+
+
+def _leaf_outputs(model: nn.Module, x: torch.Tensor, names: set[str]) -> dict[str, torch.Tensor]:
+    outputs: dict[str, torch.Tensor] = {}
+    handles = []
+    for name, module in model.named_modules():
+        if name in names:
+            def record(_module: nn.Module, _inputs: Any, output: Any, name: str = name) -> None:
+                if isinstance(output, torch.Tensor):
+                    outputs[name] = output.dequantize() if output.is_quantized else output.detach()
+            handles.append(module.register_forward_hook(record))
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return outputs
+
+
+def get_layer_sqnr_dict(model_a: nn.Module, model_b: nn.Module, x: torch.Tensor) -> dict[str, float]:
+    """SQNR (dB) of each layer's output in ``model_b`` (e.g. quantized) against the layer of
+    the same name in ``model_a`` (e.g. float), both run on ``x``. Layers are the leaf
+    modules of ``model_a`` that ``model_b`` has under the same name (quantized outputs are
+    dequantized). Upstream matches layers with its numeric suite instead (and in torch 2.13
+    reports them all under the name ``None``)."""
+    leaves = {name for name, m in model_a.named_modules() if name and not any(True for _ in m.children())}
+    names = leaves & {name for name, _ in model_b.named_modules()}
+    outputs_a, outputs_b = _leaf_outputs(model_a, x, names), _leaf_outputs(model_b, x, names)
+    return {name: sqnr(outputs_a[name], outputs_b[name]) for name in sorted(names)
+            if name in outputs_a and name in outputs_b and outputs_a[name].shape == outputs_b[name].shape}
+
+
+def get_equalization_qconfig_dict(layer_sqnr_dict: dict[str, float], num_layers_to_equalize: int) -> Any:
+    """An equalization config (upstream's dict form, accepted by ``prepare_fx``'s
+    ``_equalization_config``) equalizing the ``num_layers_to_equalize`` layers with the
+    lowest SQNR in ``layer_sqnr_dict``."""
+    worst = sorted(layer_sqnr_dict.items(), key=operator.itemgetter(1))[:num_layers_to_equalize]
+    return {"module_name": [(name, default_equalization_qconfig) for name, _ in worst]}

@@ -7,6 +7,11 @@ A custom module stays one call in the graph (tracing does not enter it).
 * prepare: the float module gets its qconfig and is swapped for
   ``ObservedClass.from_float(module)``; its float tensor inputs are observed (sharing the
   producer's output observer when there is one) and a tensor output gets an output observer.
+  Which inputs are quantized is registered per observed class
+  (:func:`register_quantized_inputs`): every float tensor input by default, only
+  ``query``/``key``/``value`` for the quantizable ``MultiheadAttention`` (its masks stay
+  float, as its quantized form expects; upstream's FX flow accepts only the three positional
+  inputs).
   A module returning a tuple (the LSTM's ``(out, (h, c))``) observes itself inside: its
   tensor results (the ``getitem`` leaves) arrive quantized for their users.
 * convert: the quantized class comes from the convert custom config, else from eager mode's
@@ -15,7 +20,8 @@ A custom module stays one call in the graph (tracing does not enter it).
   the input observers' parameters), the module is swapped for
   ``QuantizedClass.from_observed(observed)`` (with the output observer attached as
   ``activation_post_process``, as upstream does) and every quantized result is dequantized
-  for its float users.
+  for its float users (a tuple result read whole, e.g. ``return self.attn(x, x, x)``,
+  through :func:`dequantize_nested`).
 
 The input/output helpers here also serve standalone modules (:mod:`fxquant.fx.standalone`).
 """
@@ -23,6 +29,7 @@ The input/output helpers here also serve standalone modules (:mod:`fxquant.fx.st
 from __future__ import annotations
 
 import operator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +41,7 @@ from fxquant.eager.custom_modules import get_default_custom_config_dict
 from fxquant.eager.quant_type import QuantType
 from fxquant.engine.observer_kinds import checked_qparams, decide, is_observer_module
 from fxquant.engine.plan import is_tensor_node
+from fxquant.nn.quantizable.activation import MultiheadAttention as QuantizableMultiheadAttention
 from fxquant.pt2e.quantizer.quantizer import QuantizationSpec, SharedQuantizationSpec
 from fxquant.pt2e.quantizer.utils import (
     annotate_input_qspec_map,
@@ -49,11 +57,14 @@ __all__ = [
     "annotate_inputs",
     "convert_custom_modules",
     "custom_float_classes",
+    "dequantize_nested",
     "dequantize_results",
     "feed_quantized_inputs",
     "link_users_to_output_observers",
     "quant_type_of",
+    "quantized_inputs",
     "quantized_results",
+    "register_quantized_inputs",
     "swap_custom_modules",
 ]
 
@@ -94,6 +105,43 @@ def _static_classes(mapping: dict[Any, dict[type, type]]) -> dict[type, type]:
             )
         result.update(classes)
     return result
+
+
+QuantizedInputs = Callable[[Node], list[Node]]
+_QUANTIZED_INPUTS: dict[type, QuantizedInputs] = {}
+
+
+def register_quantized_inputs(observed_class: type) -> Callable[[QuantizedInputs], QuantizedInputs]:
+    """Register the function that names the inputs of a call to an ``observed_class`` module
+    which its quantized class takes quantized (unregistered classes: every float tensor
+    input). Returns the function unchanged.
+
+    >>> @register_quantized_inputs(MyObservedModule)
+    ... def _data_only(node):
+    ...     return [node.args[0]]
+    """
+
+    def register(function: QuantizedInputs) -> QuantizedInputs:
+        _QUANTIZED_INPUTS[observed_class] = function
+        return function
+
+    return register
+
+
+@register_quantized_inputs(QuantizableMultiheadAttention)
+def _attention_inputs(node: Node) -> list[Node]:
+    """``query``, ``key`` and ``value`` (positional or keyword); the masks stay float."""
+    names = ("query", "key", "value")
+    values = [node.args[i] if len(node.args) > i else node.kwargs.get(name) for i, name in enumerate(names)]
+    return list(dict.fromkeys(v for v in values if isinstance(v, Node)))
+
+
+def quantized_inputs(node: Node) -> list[Node]:
+    """The inputs of the custom-module call ``node`` that its quantized module takes quantized."""
+    gm = node.graph.owning_module
+    assert gm is not None, "custom-module nodes belong to a GraphModule"
+    function = _QUANTIZED_INPUTS.get(type(gm.get_submodule(str(node.target))))
+    return function(node) if function is not None else list(node.all_input_nodes)
 
 
 def custom_float_classes(float_to_observed: dict[Any, dict[type, type]]) -> list[type]:
@@ -177,12 +225,13 @@ def quantized_results(nodes: list[Node]) -> list[Node]:
 def annotate_custom_modules(
     nodes: list[Node], qconfigs: dict[Node, QConfigAny], arriving_quantized: set[Node]
 ) -> CustomModuleSites:
-    """Annotate the custom-module ``nodes`` (after the other ops are annotated): tensor
-    inputs observed, a tensor output observed; tuple results arrive quantized."""
+    """Annotate the custom-module ``nodes`` (after the other ops are annotated):
+    the :func:`quantized_inputs` observed, a tensor output observed; tuple results arrive
+    quantized."""
     sites = CustomModuleSites()
     for node in nodes:
         qconfig = qconfigs[node]
-        annotate_inputs(node, list(node.all_input_nodes), qconfig, arriving_quantized)
+        annotate_inputs(node, quantized_inputs(node), qconfig, arriving_quantized)
         sites.modules.append(str(node.target))
         if _is_float_tensor(node):
             activation = qconfig.activation()  # type: ignore[union-attr]  # custom nodes have one
@@ -303,6 +352,31 @@ def _quantized_class(observed: nn.Module, observed_to_quantized: dict[Any, dict[
     return quantized_class
 
 
+def dequantize_nested(value: Any) -> Any:
+    """``value`` with every quantized tensor in it (nested tuples/lists) dequantized."""
+    if isinstance(value, torch.Tensor):
+        return value.dequantize() if value.is_quantized else value
+    if isinstance(value, (tuple, list)):
+        return type(value)(dequantize_nested(v) for v in value)
+    return value
+
+
+def _dequantize_tuple_users(gm: GraphModule, node: Node) -> None:
+    """Users that read a quantized module's (nested) tuple result whole — e.g. the graph
+    output for ``return self.attn(x, x, x)`` — read it with its tensors dequantized (the
+    tensors picked out by ``getitem`` are dequantized one by one)."""
+    whole_users = [u for u in node.users if not (u.op == "call_function" and u.target is operator.getitem)]
+    if whole_users:
+        with gm.graph.inserting_after(node):
+            dq = gm.graph.call_function(dequantize_nested, (node,))
+        dq.meta.update(node.meta)
+        for user in whole_users:
+            user.replace_input_with(node, dq)
+    for user in node.users:
+        if user.op == "call_function" and user.target is operator.getitem and not is_tensor_node(user):
+            _dequantize_tuple_users(gm, user)
+
+
 def convert_custom_modules(
     gm: GraphModule, sites: CustomModuleSites, observed_to_quantized: dict[Any, dict[type, type]]
 ) -> None:
@@ -313,7 +387,7 @@ def convert_custom_modules(
     for node in nodes:
         observed = gm.get_submodule(str(node.target))
         quantized_class = _quantized_class(observed, observed_to_quantized, str(node.target))
-        feed_quantized_inputs(gm, node, list(node.all_input_nodes))
+        feed_quantized_inputs(gm, node, quantized_inputs(node))
         output_observer = [u for u in node.users if _observer_module(gm, u) is not None]
         if output_observer:
             observer_node = output_observer[0]
@@ -321,5 +395,7 @@ def convert_custom_modules(
             observer_node.replace_all_uses_with(node)
             _erase_if_unused(gm, observer_node)
             dequantize_results(gm, [node])
+        elif not _is_float_tensor(node):
+            _dequantize_tuple_users(gm, node)
         gm.add_submodule(str(node.target), quantized_class.from_observed(observed))
     dequantize_results(gm, [by_name[name] for name in sites.quantized_results])
