@@ -119,3 +119,23 @@ def test_dynamic_qconfig_on_an_op_without_weights_is_left_float_with_a_reason():
     lowered = convert_fx(prepared)
     assert "dynamic" in type(lowered.get_submodule("0")).__module__
     assert type(lowered.get_submodule("1")) is nn.Hardswish
+
+
+def test_qat_conv_left_unquantized_by_a_dynamic_qconfig_becomes_float_like_upstream():
+    """prepare_qat_fx swaps the conv for a QAT conv; the dynamic qconfig does not quantize
+    it, so convert gives the float conv back (no weight fake-quantization left)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(16, 4)).train()
+    x = torch.randn(2, 3, 4, 4)
+    mapping = {"fxquant": fxquant.QConfigMapping(), "tq": tq.QConfigMapping()}
+    ours = fxquant.quantize_fx.prepare_qat_fx(
+        copy.deepcopy(model), mapping["fxquant"].set_global(fxquant.default_dynamic_qat_qconfig), (x,))
+    upstream = upstream_fx.prepare_qat_fx(
+        copy.deepcopy(model), mapping["tq"].set_global(tq.default_dynamic_qat_qconfig), (x,))
+    assert "qat" in type(ours.get_submodule("0")).__module__
+    ours(x)
+    upstream(x)
+    lowered, oracle = convert_fx(ours.eval()), upstream_fx.convert_fx(upstream.eval())
+    assert type(lowered.get_submodule("0")) is nn.Conv2d and type(oracle.get_submodule("0")) is nn.Conv2d
+    assert "dynamic" in type(lowered.get_submodule("2")).__module__
+    assert torch.equal(lowered(x), oracle(x))

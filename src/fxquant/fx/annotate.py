@@ -17,6 +17,13 @@ follows upstream's FX prepare:
   share one observer); ``INPUT_OUTPUT_NOT_OBSERVED`` ops are left alone;
 * module weights are not graph edges (convert observes them); a functional's weight (the
   argument the pattern's ``input_type_to_index`` names) is observed by ``qconfig.weight``;
+* float16 static qconfigs (``PlaceholderObserver(dtype=float16)``) are placed like int8
+  ones wherever the backend has a float16 dtype config (upstream's
+  ``get_test_only_legacy_native_backend_config``: linear, binary, fixed- and shared-qparams
+  ops); convert casts to float16 and back and keeps the weighted modules as reference
+  modules (there is no float16 kernel to lower to);
+* a reuse-input qconfig (``ReuseInputObserver``) inserts no observer: the output shares
+  the first input's observer when that input is quantized;
 * dynamic qconfigs observe the root's input with the dynamic observer and leave the output
   in float; weight-only qconfigs (embeddings) observe nothing in the graph.
 """
@@ -47,6 +54,7 @@ from fxquant.backend_config.utils import (
 from fxquant.engine.plan import is_tensor_node
 from fxquant.fx.match import PatternMatch, find_matches, sorted_pattern_configs
 from fxquant.nn.intrinsic import _FusedModule
+from fxquant.observers import ReuseInputObserver
 from fxquant.pt2e.quantizer.quantizer import (
     FixedQParamsQuantizationSpec,
     QuantizationSpec,
@@ -251,12 +259,14 @@ class _Annotator:
             return
         activation = self.activation(qconfig)
         dtype = getattr(activation, "dtype", torch.float32)
-        if getattr(activation, "is_dynamic", False):
+        if isinstance(activation, ReuseInputObserver):
+            self.annotate_reuse_input(match)
+        elif getattr(activation, "is_dynamic", False):
             self.annotate_dynamic(match, qconfig, dtype, weighted)
-        elif dtype not in _STATIC_DTYPES:
-            self.annotate_weight_only(match, qconfig, dtype, weighted)
-        else:
+        elif dtype in _STATIC_DTYPES or dtype == torch.float16:
             self.annotate_static(match, qconfig, dtype, observation, weighted, check_weight)
+        else:
+            self.annotate_weight_only(match, qconfig, dtype, weighted)
 
     def annotate_static(self, match: PatternMatch, qconfig: Any, dtype: torch.dtype,
                         observation: ObservationType, weighted: nn.Module | None, check_weight: bool) -> None:
@@ -305,6 +315,20 @@ class _Annotator:
                 annotate_input_qspec_map(root, producer, SharedQuantizationSpec(target))
         self.observe_output(out, SharedQuantizationSpec(target), dtype)
 
+    def annotate_reuse_input(self, match: PatternMatch) -> None:
+        """A reuse-input qconfig (``default_reuse_input_qconfig``, e.g. for ``reshape``) has
+        no observer of its own: when the first input is already quantized the output reuses
+        its observer, otherwise the op stays in float (as upstream's prepare does)."""
+        inputs = self.activation_inputs(match)
+        first = inputs[0] if inputs else None
+        if first is None or first in self.quantized_inputs:
+            return
+        dtype = self.out_dtype.get(first)
+        if dtype is None:
+            return
+        annotate_input_qspec_map(match.root, first, SharedQuantizationSpec(first))
+        self.observe_output(match.output, SharedQuantizationSpec(first), dtype)
+
     def observe_functional_weight(self, match: PatternMatch, qconfig: Any) -> None:
         index = self.weight_index(match)
         weight = match.root.args[index] if index is not None else None
@@ -333,14 +357,14 @@ class _Annotator:
 
     def annotate_weight_only(self, match: PatternMatch, qconfig: Any, dtype: torch.dtype,
                              weighted: nn.Module | None) -> None:
-        """Float activations: a weight-only qconfig (embeddings) on a weighted module; float16
-        static activations are not run by the FX flow (the op stays float, with the reason)."""
+        """Float activations: a weight-only qconfig (embeddings) on a weighted module; other
+        activation dtypes (bfloat16, ...) have no convert in the FX flow (the op stays float,
+        with the reason)."""
         root = match.root
-        if dtype is not torch.float32:
+        if dtype != torch.float32:
             self.leave_float(match.output, f"{_describe(match, self.backend_config)}: static "
                                            f"{dtype} activations are not supported by prepare_fx; "
-                                           "use float16_dynamic_qconfig for float16 weights, or "
-                                           "an int8 qconfig")
+                                           "use an int8 or float16 qconfig")
             return
         if weighted is None:
             self.leave_float(match.output, f"{_describe(match, self.backend_config)}: a weight-only "

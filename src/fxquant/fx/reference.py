@@ -1,7 +1,8 @@
 """convert, first half: the reference model. Each quantized weighted module becomes its
 reference module — the one the ``BackendConfig`` names for its root (float weight plus weight
 qparams observed now, from ``qconfig.weight()``, or from the QAT module's weight
-fake-quantizer; recurrent modules get one set of qparams per weight) — and the engine turns
+fake-quantizer; recurrent modules get one set of qparams per weight), QAT modules left
+unquantized become float modules again — and the engine turns
 every activation observer into ``quantized_decomposed`` quantize/dequantize nodes (dynamic
 observers into choose_qparams → quantize → dequantize)."""
 
@@ -12,7 +13,7 @@ from typing import Any
 from torch import nn
 from torch.fx import GraphModule
 
-from fxquant.eager.mappings import get_static_quant_module_class
+from fxquant.eager.mappings import get_embedding_qat_module_mappings, get_static_quant_module_class
 from fxquant.engine.convert import convert_observers_to_qdq
 from fxquant.fx.annotate import QUANT_MODE_META_KEY, WEIGHTED_MODULES_META_KEY
 from fxquant.fx.state import FxObservedState
@@ -70,6 +71,19 @@ def to_reference_module(module: nn.Module, qconfig: Any, reference_class: Any = 
     return ref
 
 
+def _unquantized_qat_modules_to_float(gm: GraphModule, quantized: set[str]) -> None:
+    """A QAT module whose weight is not quantized (its op stayed in float, e.g. a conv under
+    a dynamic qconfig) becomes its float module again, as upstream's convert does: the
+    converted model does not fake-quantize weights."""
+    qat_classes = tuple(set(get_embedding_qat_module_mappings().values()))
+    for node in gm.graph.nodes:
+        if node.op != "call_module" or str(node.target) in quantized:
+            continue
+        module = gm.get_submodule(str(node.target))
+        if isinstance(module, qat_classes):
+            gm.add_submodule(str(node.target), module.to_float())
+
+
 def _dequantize_quantized_inputs(gm: GraphModule, indexes: list[int]) -> None:
     """Inputs that arrive quantized are dequantized before their float users."""
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
@@ -93,6 +107,7 @@ def convert_to_reference_graph(gm: GraphModule, state: FxObservedState) -> Graph
         gm.add_submodule(name, to_reference_module(gm.get_submodule(name), qconfig, reference_class))
         if mode is not None:
             modes[name] = mode
+    _unquantized_qat_modules_to_float(gm, set(state.weighted_qconfigs))
     for node in gm.graph.nodes:
         if node.op == "call_module" and str(node.target) in modes:
             node.meta[QUANT_MODE_META_KEY] = modes[str(node.target)]
