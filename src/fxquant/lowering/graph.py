@@ -1,7 +1,8 @@
 """Small graph accessors shared by the lowering rules: typed node metadata for int8 values,
 constant lookup, attribute registration and dead-code removal.
 
-A node whose value is a torch quantized tensor (``torch.quint8`` / ``torch.qint8``) carries
+A node whose value is a torch quantized tensor (``torch.quint8`` / ``torch.qint8`` /
+``torch.qint32``) carries
 its quantization parameters as one :class:`QTensorMeta` under one meta key; the rules read and
 write it only through :func:`qmeta` and :func:`set_qmeta`.
 """
@@ -27,6 +28,7 @@ __all__ = [
 
 _META_KEY = "fxquant_qtensor"
 _counter = itertools.count()
+_RANGES = {torch.quint8: (0, 255), torch.qint8: (-128, 127), torch.qint32: (-(2**31), 2**31 - 1)}
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -35,21 +37,23 @@ class QTensorMeta:
 
     scale: float
     zero_point: int
-    dtype: torch.dtype  # torch.quint8 or torch.qint8
+    dtype: torch.dtype  # torch.quint8, torch.qint8 or torch.qint32
 
     def __post_init__(self) -> None:
-        if self.dtype not in (torch.quint8, torch.qint8):
-            raise ValueError(f"QTensorMeta dtype must be torch.quint8 or torch.qint8, got {self.dtype}")
+        if self.dtype not in _RANGES:
+            raise ValueError(
+                f"QTensorMeta dtype must be torch.quint8, torch.qint8 or torch.qint32, got {self.dtype}"
+            )
         if not self.scale > 0:
             raise ValueError(f"QTensorMeta scale must be positive, got {self.scale}")
 
     @property
     def qmin(self) -> int:
-        return 0 if self.dtype == torch.quint8 else -128
+        return _RANGES[self.dtype][0]
 
     @property
     def qmax(self) -> int:
-        return 255 if self.dtype == torch.quint8 else 127
+        return _RANGES[self.dtype][1]
 
     def quantize(self, value: float) -> int:
         """``clamp(round(value / scale) + zero_point, qmin, qmax)``, as a Python int."""
@@ -81,12 +85,22 @@ def constant_value(gm: GraphModule, node: object) -> torch.Tensor | None:
     return value if isinstance(value, torch.Tensor) else None
 
 
-def add_constant(gm: GraphModule, prefix: str, value: object, before: Node) -> Node:
+def add_constant(
+    gm: GraphModule, prefix: str, value: object, before: Node, *, upstream_name: bool = False
+) -> Node:
     """Store ``value`` (a tensor or packed weights) as a new attribute of ``gm`` and return a
-    ``get_attr`` node reading it, inserted before ``before``."""
-    name = f"_fxquant_{prefix}_{next(_counter)}"
-    while hasattr(gm, name):
+    ``get_attr`` node reading it, inserted before ``before``. The attribute is named
+    ``_fxquant_<prefix>_<n>``, or with ``upstream_name`` ``<prefix><i>`` for the first free
+    ``i`` (``_packed_weight_0``, as upstream's FX lowering names packed weights)."""
+    if upstream_name:
+        i = 0
+        while hasattr(gm, f"{prefix}{i}"):
+            i += 1
+        name = f"{prefix}{i}"
+    else:
         name = f"_fxquant_{prefix}_{next(_counter)}"
+        while hasattr(gm, name):
+            name = f"_fxquant_{prefix}_{next(_counter)}"
     if isinstance(value, torch.Tensor):
         gm.register_buffer(name, value)
     else:
@@ -97,13 +111,13 @@ def add_constant(gm: GraphModule, prefix: str, value: object, before: Node) -> N
         return gm.graph.get_attr(name)
 
 
-def eliminate_dead_code(gm: GraphModule) -> None:
+def eliminate_dead_code(gm: GraphModule, *, keep_module_calls: bool = True) -> None:
     """Remove nodes whose values nobody reads (the float ops a rule replaced), keeping
-    placeholders, outputs, module calls (export's shape guards) and impure ops; then drop
+    placeholders, outputs, impure ops and, with ``keep_module_calls``, module calls (export's
+    shape guards; an FX graph's unread module calls are dead like any other op); then drop
     attributes no node reads any more (int8 weights now held in packed form)."""
-    gm.graph.eliminate_dead_code(
-        is_impure_node=lambda n: n.op in ("placeholder", "output", "call_module") or n.is_impure()
-    )
+    kept = ("placeholder", "output", "call_module") if keep_module_calls else ("placeholder", "output")
+    gm.graph.eliminate_dead_code(is_impure_node=lambda n: n.op in kept or n.is_impure())
     read = {str(n.target) for n in gm.graph.nodes if n.op == "get_attr"}
     for name in list(gm._buffers):
         if name.startswith("_fxquant_") and name not in read:

@@ -3,16 +3,25 @@
 A rule is anchored on one op (usually the ``quantize`` that ends a float region, the way
 upstream's reference patterns end): ``match(anchor, gm)`` looks at the nodes feeding the
 anchor and returns what the rewrite needs (or None), ``rewrite(anchor, match, gm)`` inserts the
-replacement before the anchor and returns the node that takes over the anchor's uses. The
-float nodes the match consumed become dead and are removed by the loop in
-:mod:`fxquant.lowering.lower`. Rules are applied stage by stage (lower stages first, each to a
-fixed point) so that, e.g., weights are only turned into float constants after every kernel
-rule had its chance to take them in int8.
+replacement before the anchor and returns the node that takes over the anchor's uses (or the
+anchor itself, rewritten in place). The float nodes the match consumed become dead and are
+removed by the loop in :mod:`fxquant.lowering.lower`. Rules are applied stage by stage (lower
+stages first, each to a fixed point) so that, e.g., weights are only turned into float
+constants after every kernel rule had its chance to take them in int8.
+
+Anchors are the targets of ``call_function`` nodes (op overloads, torch functions) or, for
+``call_module`` nodes, module classes. A rule serves the graph dialects it names: exported
+aten graphs (:attr:`Dialect.PT2E`, from ``convert_pt2e``) and/or FX graphs of torch-level
+calls and modules (:attr:`Dialect.FX`, from ``convert_fx``). Their int8 values are the same
+quantized tensors: ``quantize_per_tensor`` nodes carrying one :class:`QTensorMeta`, read back
+by ``dequantize`` (the aten op in exported graphs, the ``Tensor.dequantize`` method in FX
+graphs, as upstream prints them); :func:`dequantized_input` recognises both.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import enum
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -22,18 +31,36 @@ from torch.fx import GraphModule, Node
 from fxquant.lowering.graph import QTensorMeta, qmeta, set_qmeta
 
 __all__ = [
+    "ALL_DIALECTS",
+    "FX",
+    "PT2E",
+    "Dialect",
     "LoweringRule",
     "Match",
     "arg",
     "dequantized_input",
     "is_activation",
+    "is_dequantize",
     "quantize_node",
     "relu_fusion_is_exact",
+    "sole_producer",
     "sole_user_is",
 ]
 
 A = torch.ops.aten
 Match = Mapping[str, Any]
+
+
+class Dialect(enum.Enum):
+    """The kind of converted graph a rule applies to."""
+
+    PT2E = "pt2e"  # exported aten graph (convert_pt2e)
+    FX = "fx"  # symbolically traced graph of torch functions, methods and modules (convert_fx)
+
+
+PT2E = frozenset({Dialect.PT2E})
+FX = frozenset({Dialect.FX})
+ALL_DIALECTS = frozenset(Dialect)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -47,10 +74,16 @@ class LoweringRule:
     stage: int = 1
     exact: bool = True  # bit-exact to the reference graph, else within one output step
     doc: str = ""
+    dialects: frozenset[Dialect] = PT2E
 
     def __post_init__(self) -> None:
         if not self.name or not self.anchors:
             raise ValueError("a LoweringRule needs a name and at least one anchor op")
+        if not self.dialects or not all(isinstance(d, Dialect) for d in self.dialects):
+            raise ValueError(
+                f"LoweringRule {self.name!r}: dialects must be a non-empty set of Dialect members, "
+                f"got {set(self.dialects)!r}"
+            )
 
 
 def arg(node: Node, index: int, name: str, default: Any = None) -> Any:
@@ -65,12 +98,38 @@ def sole_user_is(node: object, user: Node) -> bool:
     return isinstance(node, Node) and node.op == "call_function" and set(node.users) == {user}
 
 
+def sole_producer(node: Node) -> Node | None:
+    """The call node ``node`` reads as its first argument, if ``node`` is its only reader (the
+    op a ``quantize`` anchor ends)."""
+    src = node.args[0] if node.args else None
+    if not isinstance(src, Node) or src.op not in ("call_function", "call_method", "call_module"):
+        return None
+    return src if set(src.users) == {node} else None
+
+
+def is_dequantize(node: object) -> bool:
+    """``node`` turns a quantized tensor back to float: ``aten.dequantize.self`` (exported
+    graphs) or the ``Tensor.dequantize`` method (FX graphs)."""
+    if not isinstance(node, Node):
+        return False
+    if node.op == "call_method":
+        return node.target == "dequantize"
+    return node.op == "call_function" and node.target == A.dequantize.self
+
+
 def dequantized_input(node: object) -> Node | None:
-    """If ``node`` is ``x.dequantize()`` of a quantized tensor node ``x``, return ``x``."""
-    if isinstance(node, Node) and node.target == A.dequantize.self and qmeta(node.args[0]):
-        src = node.args[0]
-        return src if isinstance(src, Node) else None
-    return None
+    """If ``node`` is ``x.dequantize()`` of a quantized tensor node ``x``, return ``x``.
+
+    In exported graphs ``x`` is a node the rules made, with known parameters (:func:`qmeta`).
+    An FX graph's ``dequantize`` method may also read quantized tensors whose parameters the
+    graph does not say (a quantized input, a standalone or custom module's output), as
+    upstream's FX lowering assumes: then ``qmeta(x)`` is None."""
+    if not isinstance(node, Node) or not is_dequantize(node):
+        return None
+    src = node.args[0]
+    if not isinstance(src, Node):
+        return None
+    return src if node.op == "call_method" or qmeta(src) is not None else None
 
 
 def quantize_node(gm: GraphModule, value: Node, meta: QTensorMeta) -> Node:

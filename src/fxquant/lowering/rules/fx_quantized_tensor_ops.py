@@ -1,9 +1,10 @@
-"""Which float ops also run on torch's quantized CPU tensors, for the lowering step.
+"""Which torch-level ops of FX graphs also run on torch's quantized CPU tensors.
 
 This is knowledge of torch's kernels, not of a backend's patterns (those come from the
-``BackendConfig``): after convert, ``dequantize → op → quantize`` may become ``op`` on the
-quantized tensor only if torch has a quantized kernel for ``op`` that keeps the parameters
-the graph asks for.
+``BackendConfig``): after ``convert_fx``, ``dequantize → op → quantize`` may become ``op`` on
+the quantized tensor only if torch has a quantized kernel for ``op`` that keeps the parameters
+the graph asks for (rules in :mod:`fxquant.lowering.rules.fx_ops`). Ops are named as an FX
+node names them: module class, function, or method name.
 
 * :data:`SAME_QPARAMS_OPS`: the output carries the input's scale and zero point (pooling,
   clamps, ReLU, reshapes, ``cat``);
