@@ -274,25 +274,69 @@ def run_row(w: Workload, batch: int, variants: dict[str, Callable[..., Any]], th
               f"{accuracy(w, variants[name], batches, reference)}")
 
 
-def profile_lite0(quick: bool) -> None:
-    """Per-op profile of fxquant int8 (eager lowering) EfficientNet-Lite0, batch 1, 1 thread."""
-    from torch.profiler import ProfilerActivity, profile
+def node_times_ms(gm: torch.fx.GraphModule, inputs: Inputs, repeats: int) -> dict[torch.fx.Node, float]:
+    """Median thread CPU time of every call_function node of ``gm``, run node by node."""
+    times: dict[torch.fx.Node, list[float]] = {}
 
+    class Timed(torch.fx.Interpreter):
+        def call_function(self, target: Any, args: Any, kwargs: Any) -> Any:
+            start = time.thread_time()
+            out = target(*args, **kwargs)
+            times.setdefault(self._node, []).append((time.thread_time() - start) * 1e3)
+            return out
+
+        def run_node(self, n: torch.fx.Node) -> Any:
+            self._node = n
+            return super().run_node(n)
+
+    with torch.no_grad():
+        for _ in range(3):
+            Timed(gm).run(*inputs)
+        times.clear()
+        for _ in range(repeats):
+            Timed(gm).run(*inputs)
+    return {n: statistics.median(t) for n, t in times.items()}
+
+
+def _shape_of(value: object) -> str:
+    return "x".join(map(str, value.shape)) if isinstance(value, torch.Tensor) else ""
+
+
+def profile_lite0(quick: bool) -> None:
+    """Where the time of fxquant int8 (eager lowering) EfficientNet-Lite0 goes at batch 1, one
+    thread: the median thread CPU time of each node of the lowered graph (run node by node),
+    summed per kernel, and the slowest nodes with their input shapes."""
     from fxquant.zoo import efficientnet_lite0
 
     torch.set_num_threads(1)
     w = image_workload("EfficientNet-Lite0", efficientnet_lite0(), quick)
     example = w.holdout(1)[0]
     lowered = lower_to_int8(fxquant_converted(w, example))
+    per_node = node_times_ms(lowered, example, 10 if quick else 30)
+    whole = medians_ms([lambda: lowered(*example)], 10 if quick else 30, True)[0]
+    per_kernel: dict[str, list[float]] = {}
+    for node, ms in per_node.items():
+        per_kernel.setdefault(getattr(node.target, "__name__", str(node.target)), []).append(ms)
+    total = sum(per_node.values())
+    print(f"\nfxquant int8 eager EfficientNet-Lite0, batch 1, 1 thread: {whole:.2f} ms per call, "
+          f"{total:.2f} ms in {len(per_node)} kernel calls (thread CPU time, medians)")
+    for name, ms in sorted(per_kernel.items(), key=lambda kv: -sum(kv[1])):
+        print(f"  {name:52s} {sum(ms):6.2f} ms {sum(ms) / total:6.1%}  {len(ms):3d} calls")
+    print("  slowest calls:")
+    shapes: dict[torch.fx.Node, str] = {}
+
+    class Shapes(torch.fx.Interpreter):
+        def run_node(self, n: torch.fx.Node) -> Any:
+            out = super().run_node(n)
+            first = n.args[0] if n.args else None
+            shapes[n] = _shape_of(self.env.get(first)) if isinstance(first, torch.fx.Node) else ""
+            return out
+
     with torch.no_grad():
-        for _ in range(5):
-            lowered(*example)
-        with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
-            for _ in range(20):
-                lowered(*example)
-    print("\nfxquant int8 eager EfficientNet-Lite0, batch 1, 1 thread, 20 calls:")
-    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=20))
-    print(prof.key_averages(group_by_input_shape=True).table(sort_by="self_cpu_time_total", row_limit=15))
+        Shapes(lowered).run(*example)
+    for node, ms in sorted(per_node.items(), key=lambda kv: -kv[1])[:12]:
+        name = getattr(node.target, "__name__", str(node.target))
+        print(f"    {ms * 1e3:7.1f} us  {name:36s} input {shapes.get(node, '')}")
 
 
 def main() -> None:
@@ -303,8 +347,8 @@ def main() -> None:
     parser.add_argument("--threads", nargs="+", default=["1", "all"])
     parser.add_argument("--batch", nargs="+", type=int, default=[1, 8])
     parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--profile", action="store_true", help="also print a per-op profile of "
-                        "fxquant int8 EfficientNet-Lite0 at batch 1, 1 thread")
+    parser.add_argument("--profile", action="store_true", help="also print where the time of "
+                        "fxquant int8 EfficientNet-Lite0 goes at batch 1, 1 thread (per kernel)")
     args = parser.parse_args()
     inductor_config.freezing = True
     torch.manual_seed(0)

@@ -1,4 +1,5 @@
-"""The kernels lowered graphs call: oneDNN packing, fused conv+add, integer zero padding."""
+"""The kernels lowered graphs call: oneDNN packing, fused conv+add, oneDNN convolutions of
+every rank on the integers, zero-copy int views, integer zero padding."""
 
 from __future__ import annotations
 
@@ -9,8 +10,13 @@ from fxquant.lowering.kernels import (
     HAS_ONEDNN,
     conv2d_add,
     conv2d_add_relu,
+    int_view,
+    onednn_conv,
+    onednn_conv_relu,
     onednn_engine,
     pack_conv2d,
+    pack_onednn_conv,
+    quantized_view,
     zero_pad,
 )
 
@@ -75,3 +81,58 @@ def test_zero_pad_of_other_ranks_and_qint8():
     out = zero_pad(x, [2, 1])
     expected = torch.quantize_per_tensor(torch.nn.functional.pad(x.dequantize(), [2, 1]), 0.05, -3, torch.qint8)
     assert torch.equal(out.int_repr(), expected.int_repr()) and out.dtype == torch.qint8
+
+
+def test_int_and_quantized_views_share_memory_both_ways():
+    x = qtensor((1, 4, 3, 3), 0.1, 7, channels_last=True)
+    ints = int_view(x)
+    assert ints.dtype == torch.uint8 and torch.equal(ints, x.int_repr())
+    assert ints.stride() == x.stride()
+    ints[0, 0, 0, 0] = 200
+    assert x.int_repr()[0, 0, 0, 0] == 200  # no copy
+    back = quantized_view(ints, 0.5, 3)
+    assert (back.dtype, back.q_scale(), back.q_zero_point()) == (torch.quint8, 0.5, 3)
+    ints[0, 1, 0, 0] = 9
+    assert back.int_repr()[0, 1, 0, 0] == 9
+    signed = quantized_view(torch.tensor([-3, 4], dtype=torch.int8), 0.25, 0)
+    assert signed.dtype == torch.qint8 and signed.dequantize().tolist() == [-0.75, 1.0]
+
+
+def _weight(shape, per_channel=True):
+    w = torch.randn(shape)
+    if per_channel:
+        scales = w.flatten(1).abs().amax(1).double() / 127
+        return torch.quantize_per_channel(w, scales, torch.zeros(shape[0], dtype=torch.long), 0, torch.qint8)
+    return torch.quantize_per_tensor(w, float(w.abs().max()) / 127, 0, torch.qint8)
+
+
+CONV_CASES = {
+    "conv1d": ((2, 6, 15), (4, 6, 3), ([2], [1], [1], 1)),
+    "conv2d_dw": ((1, 6, 9, 9), (6, 1, 3, 3), ([1, 1], [1, 1], [1, 1], 6)),
+    "conv3d": ((1, 6, 4, 5, 6), (4, 3, 3, 1, 3), ([1, 1, 1], [1, 0, 1], [1, 1, 1], 2)),
+}
+
+
+@pytest.mark.parametrize("per_channel", [True, False], ids=["per_channel", "per_tensor"])
+@pytest.mark.parametrize("case", list(CONV_CASES), ids=list(CONV_CASES))
+def test_onednn_conv_is_exact_to_the_dequantize_conv_quantize_reference(case, per_channel):
+    x_shape, w_shape, geometry = CONV_CASES[case]
+    x = qtensor(x_shape, 0.05, 120)
+    weight, bias = _weight(w_shape, per_channel), torch.randn(w_shape[0])
+    conv = pack_onednn_conv(weight, bias, geometry, 0.05, 120)
+    stride, padding, dilation, groups = geometry
+    fn = {3: torch.nn.functional.conv1d, 4: torch.nn.functional.conv2d, 5: torch.nn.functional.conv3d}[len(x_shape)]
+    y = fn(x.dequantize(), weight.dequantize(), bias, stride, padding, dilation, groups)
+    out = onednn_conv(x, conv, 0.2, 110)
+    assert out.dtype == torch.quint8 and (out.q_scale(), out.q_zero_point()) == (0.2, 110)
+    assert torch.equal(out.int_repr(), torch.quantize_per_tensor(y, 0.2, 110, torch.quint8).int_repr())
+    if len(x_shape) < 5:  # oneDNN's 3-d conv takes no relu post-op
+        relu = onednn_conv_relu(x, conv, 0.2, 110)
+        assert torch.equal(relu.int_repr(), torch.quantize_per_tensor(y.relu(), 0.2, 110, torch.quint8).int_repr())
+
+
+def test_onednn_packing_refuses_asymmetric_weights_with_advice():
+    w = torch.quantize_per_channel(torch.randn(4, 2, 3), torch.ones(4).double() * 0.01,
+                                   torch.tensor([0, 1, 0, 0]), 0, torch.qint8)
+    with pytest.raises(ValueError, match="symmetric weights"):
+        pack_onednn_conv(w, None, ([1], [0], [1], 1), 0.1, 0)

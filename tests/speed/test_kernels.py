@@ -88,3 +88,22 @@ def test_missing_shape_metadata_is_a_clear_error():
     del unit.anchor.args[0].meta["val"]
     with pytest.raises(ValueError, match="capture the model with torch.export"):
         materialize(unit.anchor, gm)
+
+
+class _Conv1dRelu(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv1d(4, 8, 3, stride=2, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.conv(x))
+
+
+@pytest.mark.skipif(not HAS_ONEDNN, reason="torch built without oneDNN")
+def test_conv1d_unit_times_the_onednn_kernel_the_lowering_calls():
+    gm = annotated(_Conv1dRelu(), torch.randn(1, 4, 16))
+    (unit,) = find_units(gm).units
+    kernel = int8_kernel(unit, gm)
+    assert kernel.description == "onednn.qconv_pointwise_relu" and not kernel.emulated
+    out = kernel.closure()
+    assert out.dtype == torch.quint8 and out.shape == (1, 8, 8)

@@ -1,5 +1,6 @@
 """Quantized CPU kernels that the lowered graphs call, where torch's operator alone does not
-fit: oneDNN weight packing, and oneDNN's fused conv+add (+relu).
+fit: oneDNN weight packing, oneDNN's fused conv+add (+relu), oneDNN convolutions of any rank
+on the integers, and zero padding.
 
 torch's ``quantized::conv2d_prepack`` packs for the *current* quantized engine. Under the
 default ``x86`` engine depthwise convolutions with many groups get fbgemm's packing, whose
@@ -11,6 +12,14 @@ kernel, exact to the reference) only dispatches while the engine is ``onednn``; 
 wrappers below select it for the duration of the call. The quantized engine is a process
 global: a thread running other quantized ops concurrently could observe the switch.
 
+1-d and 3-d convolutions run ``onednn.qconv_pointwise`` (Inductor's int8 conv op) on the
+integers of the quantized tensors: :func:`int_view` and :func:`quantized_view` convert
+between a quantized tensor and its ``uint8``/``int8`` integers without a copy, and
+:class:`OnednnConv` holds the weight packed for one input quantization. For 2-d convolutions
+``quantized::conv2d`` is kept: its packed weight caches the oneDNN primitive, while
+``qconv_pointwise`` rebuilds the primitive descriptor on every call (6-15 us more per call
+in isolation, more inside a model; see :mod:`fxquant.lowering.rules.conv`).
+
 ``torch.nn.functional.pad`` of a quantized tensor goes through a float fill and copy (about
 20x slower than needed): :func:`zero_pad` fills a channels-last buffer with the zero point
 and copies the integers into its interior.
@@ -19,22 +28,31 @@ and copies the integers into its interior.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Iterator, Sequence
 
 import torch
 
 __all__ = [
     "HAS_ONEDNN",
+    "OnednnConv",
     "conv2d_add",
     "conv2d_add_relu",
+    "int_view",
+    "onednn_conv",
+    "onednn_conv_relu",
     "onednn_engine",
     "pack_conv2d",
+    "pack_onednn_conv",
+    "quantized_view",
     "zero_pad",
 ]
 
 Q = torch.ops.quantized
-HAS_ONEDNN = "onednn" in torch.backends.quantized.supported_engines
+# oneDNN's quantized engine (quantized::conv2d on oneDNN-packed weights) and its int8 ops
+HAS_ONEDNN = "onednn" in torch.backends.quantized.supported_engines and torch.backends.mkldnn.is_available()
 _INTS = {torch.quint8: torch.uint8, torch.qint8: torch.int8}
+_QTYPES = {torch.uint8: torch.quint8, torch.int8: torch.qint8}
 
 
 @contextlib.contextmanager
@@ -65,6 +83,94 @@ def pack_conv2d(
         return Q.conv2d_prepack(*args)
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True, eq=False)
+class OnednnConv:
+    """A convolution (1-d, 2-d or 3-d) pre-packed for oneDNN's int8 kernels
+    (``onednn.qconv_prepack``) for one input quantization: the packed weight and everything a
+    call passes besides the activations. oneDNN folds the input zero point into the packed
+    weight's compensation once, here, instead of on every call."""
+
+    weight: torch.Tensor  # packed by oneDNN (opaque blocked layout)
+    weight_scales: torch.Tensor  # float32, one per output channel
+    weight_zero_points: torch.Tensor  # int64 zeros: oneDNN weights are symmetric
+    bias: torch.Tensor | None
+    stride: tuple[int, ...]
+    padding: tuple[int, ...]
+    dilation: tuple[int, ...]
+    groups: int
+    x_scale: float
+    x_zero_point: int
+
+
+def pack_onednn_conv(
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    conv: tuple[Sequence[int], Sequence[int], Sequence[int], int],
+    x_scale: float,
+    x_zero_point: int,
+    x_shape: Sequence[int] | None = None,
+) -> OnednnConv:
+    """Pre-pack a ``torch.qint8`` conv weight (per output channel or per tensor, zero points
+    0) for inputs quantized with ``x_scale`` / ``x_zero_point``; ``conv`` is
+    ``(stride, padding, dilation, groups)``. ``x_shape`` (the input shape, when static) lets
+    oneDNN pick the weight layout for it. Raises ValueError for asymmetric weights."""
+    stride, padding, dilation, groups = conv
+    if weight.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric):
+        if weight.q_per_channel_axis() != 0:
+            raise ValueError("oneDNN int8 convolutions need weights quantized along axis 0")
+        scales = weight.q_per_channel_scales().float()
+        zero_points = weight.q_per_channel_zero_points()
+    else:
+        scales = torch.full((weight.shape[0],), weight.q_scale(), dtype=torch.float32)
+        zero_points = torch.full((weight.shape[0],), weight.q_zero_point(), dtype=torch.long)
+    if bool(zero_points.ne(0).any()):
+        raise ValueError("oneDNN int8 convolutions need symmetric weights (zero points 0)")
+    packed = torch.ops.onednn.qconv_prepack(
+        weight.int_repr(), scales, float(x_scale), int(x_zero_point), list(stride), list(padding),
+        list(dilation), int(groups), None if x_shape is None else list(x_shape),
+    )
+    return OnednnConv(
+        weight=packed, weight_scales=scales, weight_zero_points=torch.zeros_like(zero_points),
+        bias=None if bias is None else bias.float(), stride=tuple(stride), padding=tuple(padding),
+        dilation=tuple(dilation), groups=int(groups), x_scale=float(x_scale), x_zero_point=int(x_zero_point),
+    )
+
+
+def int_view(x: torch.Tensor) -> torch.Tensor:
+    """The integers of a per-tensor quantized tensor as a ``uint8``/``int8`` tensor sharing its
+    memory (``Tensor.int_repr`` copies)."""
+    ints = torch.empty(0, dtype=_INTS[x.dtype])
+    return ints.set_(x.untyped_storage(), x.storage_offset(), x.size(), x.stride())
+
+
+def quantized_view(ints: torch.Tensor, scale: float, zero_point: int) -> torch.Tensor:
+    """A per-tensor quantized tensor over the memory of a ``uint8``/``int8`` tensor (no copy)."""
+    out = torch._empty_affine_quantized(
+        [0], scale=scale, zero_point=zero_point, dtype=_QTYPES[ints.dtype]
+    )
+    return out.set_(ints.untyped_storage(), ints.storage_offset(), ints.size(), ints.stride())
+
+
+def onednn_conv(x: torch.Tensor, conv: OnednnConv, scale: float, zero_point: int) -> torch.Tensor:
+    """``quantize(conv(x))`` by oneDNN for a ``torch.quint8`` ``x`` quantized as ``conv`` was
+    packed for; the result is ``torch.quint8`` with ``scale`` / ``zero_point``."""
+    return _qconv(x, conv, scale, zero_point, "none")
+
+
+def onednn_conv_relu(x: torch.Tensor, conv: OnednnConv, scale: float, zero_point: int) -> torch.Tensor:
+    """``quantize(relu(conv(x)))`` by oneDNN (see :func:`onednn_conv`)."""
+    return _qconv(x, conv, scale, zero_point, "relu")
+
+
+def _qconv(x: torch.Tensor, conv: OnednnConv, scale: float, zero_point: int, attr: str) -> torch.Tensor:
+    out = torch.ops.onednn.qconv_pointwise(
+        int_view(x), conv.x_scale, conv.x_zero_point, conv.weight, conv.weight_scales,
+        conv.weight_zero_points, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups,
+        scale, zero_point, torch.uint8, attr, [], "",
+    )
+    return quantized_view(out, scale, zero_point)
+
+
 def conv2d_add(
     x: torch.Tensor, y: torch.Tensor, packed: object, scale: float, zero_point: int
 ) -> torch.Tensor:
@@ -87,13 +193,13 @@ def zero_pad(x: torch.Tensor, pad: Sequence[int]) -> torch.Tensor:
     padded with the zero point (exactly ``quantize(pad(dequantize(x)))``). A 4-d ``x`` padded
     in its last two dims gets a channels-last result (what the int8 convolutions read)."""
     scale, zero_point = x.q_scale(), x.q_zero_point()
-    if x.dim() == 4 and len(pad) == 4:
+    if x.dim() == 4 and len(pad) == 4 and min(pad) >= 0:
         left, right, top, bottom = pad
         n, c, h, w = x.shape
-        if min(pad) >= 0:
-            ints = torch.full((n, h + top + bottom, w + left + right, c), zero_point, dtype=_INTS[x.dtype])
-            out = torch._make_per_tensor_quantized_tensor(ints.permute(0, 3, 1, 2), scale, zero_point)
-            out[:, :, top:top + h, left:left + w].copy_(x)  # same parameters: copies integers
-            return out
+        ints = torch.full((n, h + top + bottom, w + left + right, c), zero_point, dtype=_INTS[x.dtype])
+        out = quantized_view(ints.permute(0, 3, 1, 2), scale, zero_point)
+        out[:, :, top:top + h, left:left + w].copy_(x)  # same parameters: copies integers
+        return out
     ints = torch.nn.functional.pad(x.int_repr(), list(pad), value=zero_point)
-    return torch._make_per_tensor_quantized_tensor(ints, scale, zero_point)
+    return quantized_view(ints, scale, zero_point)
+

@@ -1,7 +1,7 @@
 """The kernels a unit runs: its fp32 aten ops as in the graph, and the int8 kernel it would
 lower to — what :func:`fxquant.lowering.lower_to_int8` calls: torch's quantized CPU kernels
 with weights pre-packed by the lowering's ``pack_conv2d`` (oneDNN), oneDNN's fused
-conv+add, int8 zero padding. One registry, keyed by the anchor's op overload; every builder
+conv+add, ``onednn.qconv_pointwise`` for 1-d and 3-d convs, int8 zero padding. One registry, keyed by the anchor's op overload; every builder
 returns a zero-argument closure to time.
 
 Activation scales are arbitrary but realistic (inputs in [-4, 4] on 256 levels): int8 kernel
@@ -19,7 +19,16 @@ import torch
 from torch.fx import GraphModule, Node
 from torch.fx.node import map_arg
 
-from fxquant.lowering.kernels import HAS_ONEDNN, conv2d_add, conv2d_add_relu, pack_conv2d, zero_pad
+from fxquant.lowering.kernels import (
+    HAS_ONEDNN,
+    conv2d_add,
+    conv2d_add_relu,
+    onednn_conv,
+    onednn_conv_relu,
+    pack_conv2d,
+    pack_onednn_conv,
+    zero_pad,
+)
 from fxquant.speed.units import OpUnit
 
 __all__ = [
@@ -224,6 +233,32 @@ def _conv_add(unit: OpUnit, qx: torch.Tensor, packed: object) -> Int8Kernel | No
     kernel = conv2d_add_relu if relu else conv2d_add
     closure = functools.partial(kernel, qx, y, packed, _ACT_SCALE, _ACT_ZERO_POINT)
     return Int8Kernel(closure=closure, description="quantized.conv2d_add_relu" if relu else "quantized.conv2d_add")
+
+
+@register_int8_kernel(aten.conv1d.default, aten.conv3d.default)
+def _conv_nd(unit: OpUnit, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Int8Kernel:
+    """1-d / 3-d convs: ``onednn.qconv_pointwise`` on the integers, as the lowering's
+    ``conv1d_3d`` rule runs them (relu fused in 1-d; in 3-d it runs after, on int8 values)."""
+    x, weight = args[0], args[1]
+    dims = weight.dim() - 2
+    bias = args[2] if len(args) > 2 else kwargs.get("bias")
+    geometry = (
+        _nd_arg(args, kwargs, 3, "stride", dims, 1), _nd_arg(args, kwargs, 4, "padding", dims, 0),
+        _nd_arg(args, kwargs, 5, "dilation", dims, 1),
+        int(args[6]) if len(args) > 6 else int(kwargs.get("groups", 1)),
+    )
+    conv = pack_onednn_conv(_weight_qint8(weight), bias, geometry, _ACT_SCALE, _ACT_ZERO_POINT)
+    relu = _relu_folded(unit) and dims == 1
+    op = onednn_conv_relu if relu else onednn_conv
+    first = functools.partial(op, _quantize(x), conv, _ACT_SCALE, _ACT_ZERO_POINT)
+    return _with_post_ops(unit, first, "onednn.qconv_pointwise" + ("_relu" if relu else ""), int(relu))
+
+
+def _nd_arg(args: tuple[Any, ...], kwargs: dict[str, Any], index: int, name: str, dims: int, default: int) -> list[int]:
+    value = args[index] if len(args) > index else kwargs.get(name, [default] * dims)
+    if isinstance(value, (list, tuple)):
+        return [int(v) for v in value] * (dims if len(value) == 1 else 1)
+    return [int(value)] * dims
 
 
 @register_int8_kernel(aten.linear.default)

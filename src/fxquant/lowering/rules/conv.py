@@ -1,4 +1,4 @@
-"""Rules lowering int8 convolutions to ``quantized::conv2d`` with pre-packed weights.
+"""Rules lowering int8 convolutions to oneDNN kernels with pre-packed weights.
 
 * ``conv2d``:  ``q(act?(conv2d(dq(x), dq(W), b)))`` -> ``quantized::conv2d[_relu](x, packed)``
   where ``act`` is relu, or relu6 when the output range makes the fusion exact.
@@ -6,8 +6,19 @@
   ``quantized::conv2d_add[_relu](x, y, packed)`` (see :mod:`fxquant.lowering.kernels`). The
   kernel accumulates into ``y``'s buffer when it is channels-last: ``y`` is cloned first
   unless this is its last reader.
+* ``conv1d_3d``: the same pattern around ``conv1d`` / ``conv3d`` ->
+  ``onednn.qconv_pointwise`` on the integers (:func:`fxquant.lowering.kernels.onednn_conv`),
+  with the input's quantization folded into the packed weight. torch's 3-d oneDNN conv
+  takes no relu post-op: a relu/relu6 is fused only when the output's zero point is its
+  ``qmin``, where the saturating requantization is the relu.
 
-Weights are packed for oneDNN (fast for every depthwise shape).
+Why 2-d convolutions go through ``quantized::conv2d`` rather than ``onednn.qconv_pointwise``
+(what Inductor emits), measured on EfficientNet-Lite0 at batch 1, one thread: the
+quantized-tensor op costs less per call (its packed weight caches the oneDNN primitive; the
+functional op rebuilds the primitive descriptor on every call). Running the 16 pointwise
+convs whose input zero point is not 0 through ``qconv_pointwise`` (which precomputes the
+zero-point compensation) made the model 0.6 ms slower, the 9 fused conv+adds through
+``qconv2d_pointwise.binary`` 0.5 ms slower; fbgemm-packed 1x1 convs were no faster either.
 """
 
 from __future__ import annotations
@@ -18,7 +29,15 @@ import torch
 from torch.fx import GraphModule, Node
 
 from fxquant.lowering.graph import add_constant, constant_value, qmeta, set_qmeta
-from fxquant.lowering.kernels import HAS_ONEDNN, conv2d_add, conv2d_add_relu, pack_conv2d
+from fxquant.lowering.kernels import (
+    HAS_ONEDNN,
+    conv2d_add,
+    conv2d_add_relu,
+    onednn_conv,
+    onednn_conv_relu,
+    pack_conv2d,
+    pack_onednn_conv,
+)
 from fxquant.lowering.rule import (
     LoweringRule,
     Match,
@@ -35,12 +54,15 @@ __all__ = ["CONV_RULES"]
 A = torch.ops.aten
 Q = torch.ops.quantized
 logger = logging.getLogger(__name__)
+_SPATIAL_DIMS = {A.conv1d.default: 1, A.conv2d.default: 2, A.conv3d.default: 3}
 
 
-def _conv_operands(conv: object, gm: GraphModule) -> Match | None:
-    """Input quantized-tensor node and packed weights of ``conv2d(dq(x), dq(W), b, ...)``."""
-    if not isinstance(conv, Node) or conv.target != A.conv2d.default:
+def _conv_weight(conv: object, targets: tuple[object, ...], gm: GraphModule) -> Match | None:
+    """Input quantized-tensor node, int8 weight, float bias and geometry
+    ``(stride, padding, dilation, groups)`` of ``convNd(dq(x), dq(W), b, ...)``."""
+    if not isinstance(conv, Node) or conv.target not in targets:
         return None
+    dims = _SPATIAL_DIMS[conv.target]  # type: ignore[index]  # checked against targets above
     x = dequantized_input(conv.args[0])
     weight = quantized_weight(gm, arg(conv, 1, "weight"))
     bias_node = arg(conv, 2, "bias")
@@ -48,20 +70,59 @@ def _conv_operands(conv: object, gm: GraphModule) -> Match | None:
     x_meta = qmeta(x)
     if x is None or x_meta is None or x_meta.dtype != torch.quint8 or weight is None:
         return None
-    if weight.dim() != 4 or (bias_node is not None and bias is None):
+    if weight.dim() != dims + 2 or (bias_node is not None and bias is None):
+        return None
+    padding = arg(conv, 4, "padding", [0] * dims)
+    if isinstance(padding, str):  # "same" / "valid": not a kernel argument
+        return None
+    geometry = (
+        _ints(arg(conv, 3, "stride", [1] * dims), dims), _ints(padding, dims),
+        _ints(arg(conv, 5, "dilation", [1] * dims), dims), int(arg(conv, 6, "groups", 1)),
+    )
+    return {"x": x, "x_meta": x_meta, "weight": weight, "bias": bias, "geometry": geometry}
+
+
+def _ints(value: object, dims: int) -> list[int]:
+    """A stride/padding/dilation argument as one int per spatial dim."""
+    if isinstance(value, (list, tuple)):
+        return [int(v) for v in value] * (dims if len(value) == 1 else 1)
+    return [int(value)] * dims  # type: ignore[call-overload]  # a plain int in the graph
+
+
+def _conv2d_operands(conv: object, gm: GraphModule) -> Match | None:
+    """Input quantized-tensor node and ``quantized::conv2d`` packed weights of a 2-d conv."""
+    m = _conv_weight(conv, (A.conv2d.default,), gm)
+    if m is None:
         return None
     try:
-        packed = pack_conv2d(
-            weight, bias, arg(conv, 3, "stride", [1, 1]), arg(conv, 4, "padding", [0, 0]),
-            arg(conv, 5, "dilation", [1, 1]), arg(conv, 6, "groups", 1),
-        )
+        packed = pack_conv2d(m["weight"], m["bias"], *m["geometry"])
     except RuntimeError as e:  # the kernel library refuses this weight (e.g. asymmetric)
+        assert isinstance(conv, Node)
         logger.debug("%s stays in float: %s", conv.format_node(), e)
         return None
-    return {"x": x, "packed": packed}
+    return {"x": m["x"], "packed": packed}
 
 
-def _match_conv(node: Node, gm: GraphModule) -> Match | None:
+def _onednn_operands(conv: object, gm: GraphModule) -> Match | None:
+    """Input quantized-tensor node and :class:`OnednnConv` of a 1-d or 3-d conv."""
+    if not HAS_ONEDNN:
+        return None
+    m = _conv_weight(conv, (A.conv1d.default, A.conv3d.default), gm)
+    if m is None:
+        return None
+    x_meta = m["x_meta"]
+    try:
+        packed = pack_onednn_conv(m["weight"], m["bias"], m["geometry"], x_meta.scale, x_meta.zero_point)
+    except (RuntimeError, ValueError) as e:  # e.g. asymmetric weights
+        assert isinstance(conv, Node)
+        logger.debug("%s stays in float: %s", conv.format_node(), e)
+        return None
+    return {"x": m["x"], "packed": packed}
+
+
+def _conv_and_activation(node: Node) -> tuple[Node, Node | None] | None:
+    """``(conv, act)`` of ``q(act?(conv))`` when each is read by the next only and the
+    activation fuses exactly into the kernel's requantization."""
     out = qmeta(node)
     y, act = node.args[0], None
     if out is None or not isinstance(y, Node):
@@ -70,10 +131,15 @@ def _match_conv(node: Node, gm: GraphModule) -> Match | None:
         if not relu_fusion_is_exact(y, out):
             return None
         act, y = y, y.args[0]
-    if not sole_user_is(y, node if act is None else act):
+    if not isinstance(y, Node) or not sole_user_is(y, node if act is None else act):
         return None
-    operands = _conv_operands(y, gm)
-    return None if operands is None else {**operands, "relu": act is not None}
+    return y, act
+
+
+def _match_conv(node: Node, gm: GraphModule) -> Match | None:
+    found = _conv_and_activation(node)
+    operands = None if found is None else _conv2d_operands(found[0], gm)
+    return None if operands is None or found is None else {**operands, "relu": found[1] is not None}
 
 
 def _rewrite_conv(node: Node, m: Match, gm: GraphModule) -> Node:
@@ -85,10 +151,36 @@ def _rewrite_conv(node: Node, m: Match, gm: GraphModule) -> Node:
     return set_qmeta(new, out)
 
 
+def _match_conv_nd(node: Node, gm: GraphModule) -> Match | None:
+    found = _conv_and_activation(node)
+    if found is None:
+        return None
+    conv, act = found
+    relu = act is not None
+    if relu and conv.target == A.conv3d.default:
+        # no relu post-op for oneDNN's 3-d conv; with zero_point = qmin the saturating
+        # requantization clamps negative values to q(0) already, else the relu stays apart
+        out = qmeta(node)
+        if out is None or out.zero_point != out.qmin:
+            return None
+        relu = False
+    operands = _onednn_operands(conv, gm)
+    return None if operands is None else {**operands, "relu": relu}
+
+
+def _rewrite_conv_nd(node: Node, m: Match, gm: GraphModule) -> Node:
+    out = qmeta(node)
+    assert out is not None
+    packed = add_constant(gm, "onednn_conv", m["packed"], node)
+    kernel = onednn_conv_relu if m["relu"] else onednn_conv
+    new = gm.graph.call_function(kernel, (m["x"], packed, out.scale, out.zero_point))
+    return set_qmeta(new, out)
+
+
 def _match_conv_add(node: Node, gm: GraphModule) -> Match | None:
     out = qmeta(node)
     total, reader = node.args[0], node
-    if out is None or not isinstance(total, Node):
+    if out is None or not isinstance(total, Node) or not HAS_ONEDNN:
         return None
     if total.target == A.relu.default and sole_user_is(total, node):
         reader, total = total, total.args[0]
@@ -97,12 +189,10 @@ def _match_conv_add(node: Node, gm: GraphModule) -> Match | None:
     if not sole_user_is(total, reader):
         return None
     relu = reader is not node
-    if not HAS_ONEDNN:
-        return None
     for conv, other in (total.args, total.args[::-1]):
         y = dequantized_input(other)
         if y is not None and sole_user_is(conv, total):
-            operands = _conv_operands(conv, gm)
+            operands = _conv2d_operands(conv, gm)
             if operands is not None:
                 fresh = operands["x"] is not y and _read_last_here(y, total, node)
                 return {**operands, "y": y, "relu": relu, "overwrite_y": fresh}
@@ -137,4 +227,6 @@ CONV_RULES: tuple[LoweringRule, ...] = (
     LoweringRule(name="conv2d_add", anchors=_QUANTIZE, match=_match_conv_add,
                  rewrite=_rewrite_conv_add,
                  doc="q(relu?(conv2d(dq x, dq W) + dq y)) -> quantized::conv2d_add[_relu]"),
+    LoweringRule(name="conv1d_3d", anchors=_QUANTIZE, match=_match_conv_nd, rewrite=_rewrite_conv_nd,
+                 doc="q(act?(conv1d|conv3d(dq x, dq W))) -> onednn.qconv_pointwise[relu]"),
 )
