@@ -14,6 +14,7 @@ from torch.fx import GraphModule
 from fxquant import MinMaxObserver
 from fxquant.lowering import LoweringReport, lower_to_int8, lowering_report
 from fxquant.lowering.kernels import conv2d_add, conv2d_add_relu, zero_pad
+from fxquant.lowering.rules.linear import HAS_ONEDNN_LINEAR, onednn_linear
 from fxquant.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 from fxquant.pt2e.quantizer import QuantizationSpec, Quantizer
 from fxquant.pt2e.quantizer.utils import annotate_input_qspec_map, annotate_output_qspec
@@ -23,6 +24,10 @@ from fxquant.pt2e.quantizer.x86_inductor_quantizer import (
 )
 
 Q = torch.ops.quantized
+# a static linear whose output is read in float: oneDNN's int8 GEMM where torch has it
+FLOAT_OUT_LINEAR = (
+    onednn_linear if HAS_ONEDNN_LINEAR else Q.linear_with_input_q_dq_qweight_dq_output_fp32.default
+)
 QD = torch.ops.quantized_decomposed
 
 
@@ -238,9 +243,10 @@ def test_pooling_flatten_and_float_output_linear():
     x = torch.randn(2, 3, 8, 8)
     q, low, ref, out = lowered_and_outputs(Head(), x)
     targets = call_targets(low)
-    assert Q.linear_with_input_q_dq_qweight_dq_output_fp32.default in targets
-    # conv, pools and flatten run on quint8 tensors; the only dequantize feeds the linear
-    assert targets.count(A.dequantize.self) == 1
+    assert FLOAT_OUT_LINEAR in targets
+    # conv, pools and flatten run on quint8 tensors; the linear reads them in int8 (oneDNN takes
+    # the raw integers; torch's fallback kernel, one dequantize)
+    assert targets.count(A.dequantize.self) == (0 if HAS_ONEDNN_LINEAR else 1)
     assert A.conv2d.default not in targets and A.relu.default not in targets
     torch.testing.assert_close(out, ref, rtol=0, atol=max_step(q))
 
@@ -250,7 +256,7 @@ def test_static_linears_chain_in_int8_with_fused_relu():
     _q, low, ref, out = lowered_and_outputs(MLP(), x)
     targets = call_targets(low)
     assert targets.count(Q.linear_relu.default) == 2
-    assert targets.count(Q.linear_with_input_q_dq_qweight_dq_output_fp32.default) == 1
+    assert targets.count(FLOAT_OUT_LINEAR) == 1
     assert not FLOAT_COMPUTE & set(targets)
     torch.testing.assert_close(out, ref, rtol=0, atol=1e-5)
 
@@ -367,3 +373,32 @@ def test_saving_a_lowered_model_says_to_save_the_converted_one(tmp_path):
     with pytest.raises(fxquant.FxquantFileError, match="save the converted model"):
         fxquant.save(lowered, tmp_path / "model.fxq", example_inputs=(x,))
     assert not (tmp_path / "model.fxq").exists()
+
+
+class _Depthwise(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.expand = nn.Conv2d(4, 16, 1)
+        self.dw = nn.Conv2d(16, 16, 3, padding=1, groups=16)
+
+    def forward(self, x):
+        return self.dw(torch.relu(self.expand(x)))
+
+
+def test_a_deep_copy_of_a_lowered_model_keeps_its_packed_weights():
+    # torch's packed weights deep-copy by re-packing for the engine selected at copy time; a
+    # copy made under x86 (fbgemm) must still run oneDNN's kernels and give the same integers
+    torch.manual_seed(0)
+    x = torch.randn(2, 4, 10, 10)
+    _q, low, _ref, out = lowered_and_outputs(_Depthwise(), x)
+    packed = {k: v for k, v in vars(low).items() if isinstance(v, torch.ScriptObject)}
+    assert packed
+    previous = torch.backends.quantized.engine
+    torch.backends.quantized.engine = "x86"
+    try:
+        twin = copy.deepcopy(low)
+    finally:
+        torch.backends.quantized.engine = previous
+    assert all(getattr(twin, k) is v for k, v in packed.items())
+    assert torch.equal(twin(x), out)
+    assert torch.equal(copy.deepcopy(twin)(x), out)  # and a copy of the copy

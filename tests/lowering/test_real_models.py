@@ -8,6 +8,7 @@ import torch
 from pt2e_helpers import QD
 
 from fxquant.lowering import lower_to_int8, lowering_report
+from fxquant.lowering.rules.linear import onednn_linear, onednn_linear_add
 from fxquant.metrics import mean_cosine, sqnr, top1_agreement
 from fxquant.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 from fxquant.pt2e.quantizer.x86_inductor_quantizer import (
@@ -73,7 +74,9 @@ def test_minilm_lowered_keeps_the_cosine_floor(is_dynamic):
         q = convert_pt2e(gm)
         lowered = lower_to_int8(q)
         reference, qdq, out = model(ids, mask), q(ids, mask), lowered(ids, mask)
-    kernels = [n.target for n in lowered.graph.nodes if str(n.target).startswith("quantized.")]
+    int8_linears = {onednn_linear, onednn_linear_add}
+    kernels = [n.target for n in lowered.graph.nodes
+               if str(n.target).startswith("quantized.") or n.target in int8_linears]
     assert len(kernels) == 36  # every linear
     assert torch.ops.aten.linear.default not in [n.target for n in lowered.graph.nodes]
     cosine = mean_cosine(reference, out)

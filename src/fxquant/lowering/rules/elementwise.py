@@ -5,6 +5,7 @@
 * ``hardswish``: ``q(hardswish(dq(x)))`` -> ``quantized::hardswish``.
 * ``avg_pool``: ``q(avg_pool(dq(x)))`` -> average pooling on the quantized tensor (result in
   ``x``'s parameters, rounded in the integer domain), requantized if ``q``'s differ.
+* the batched-matmul rules of :mod:`fxquant.lowering.rules.matmul` (fused float attention).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from fxquant.lowering.rule import (
     quantize_node,
     sole_user_is,
 )
+from fxquant.lowering.rules.matmul import MATMUL_RULES
 
 __all__ = ["ELEMENTWISE_RULES"]
 
@@ -116,4 +118,5 @@ ELEMENTWISE_RULES: tuple[LoweringRule, ...] = (
                  doc="q(hardswish(dq x)) -> quantized::hardswish"),
     _pool_rule(A.adaptive_avg_pool2d.default),
     _pool_rule(A.avg_pool2d.default),
+    *MATMUL_RULES,  # float attention around int8 projections (lowering/rules/matmul.py)
 )
