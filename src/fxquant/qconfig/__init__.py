@@ -53,6 +53,18 @@ from fxquant.qconfig.defaults import (
 )
 from fxquant.qconfig.device import qconfig_on_module_device
 from fxquant.qconfig.mapping import ObjectType, QConfigMapping
+from fxquant.qconfig.output_aware import (
+    get_output_aware_qconfig,
+    get_output_aware_qconfig_mapping,
+    link_output_aware_weight_observers_fx,
+    output_aware_weight_observer,
+)
+from fxquant.qconfig.per_token import (
+    PerTokenDynamicObserver,
+    is_per_token_dynamic_qconfig,
+    per_token_dynamic_qconfig,
+    per_token_symmetric_dynamic_qconfig,
+)
 from fxquant.qconfig.properties import (
     UnsupportedQConfigError,
     activation_is_memoryless,
@@ -72,21 +84,11 @@ from fxquant.qconfig.resolve import (
     resolve_qconfig,
 )
 
-from fxquant.qconfig.per_token import (
-    PerTokenDynamicObserver,
-    is_per_token_dynamic_qconfig,
-    per_token_dynamic_qconfig,
-    per_token_symmetric_dynamic_qconfig,
-)
-
 __all__ = [
-    "PerTokenDynamicObserver",
-    "is_per_token_dynamic_qconfig",
-    "per_token_dynamic_qconfig",
-    "per_token_symmetric_dynamic_qconfig",
     "FIXED_QPARAMS_OP_TO_OBSERVER",
     "SUPPORTED_BACKENDS",
     "ObjectType",
+    "PerTokenDynamicObserver",
     "QConfig",
     "QConfigAny",
     "QConfigDynamic",
@@ -124,14 +126,21 @@ __all__ = [
     "get_default_qconfig",
     "get_default_qconfig_dict",
     "get_default_qconfig_mapping",
+    "get_output_aware_qconfig",
+    "get_output_aware_qconfig_mapping",
     "get_symmetric_qnnpack_qat_qconfig_mapping",
     "get_symmetric_qnnpack_qconfig_mapping",
+    "is_per_token_dynamic_qconfig",
     "is_reuse_input_qconfig",
+    "link_output_aware_weight_observers_fx",
     "module_name_object_type_order_qconfig",
     "module_name_qconfig",
     "module_name_regex_qconfig",
     "object_type_qconfig",
+    "output_aware_weight_observer",
     "per_channel_dynamic_qconfig",
+    "per_token_dynamic_qconfig",
+    "per_token_symmetric_dynamic_qconfig",
     "qconfig_equals",
     "qconfig_for_attribute",
     "qconfig_for_function_call",

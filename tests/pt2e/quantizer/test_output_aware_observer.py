@@ -1,5 +1,6 @@
 """PerChannelOutputMSEObserver: min/max without statistics, lower output error with them,
-exact input moments, and linking through the x86 quantizer's prepare callback."""
+exact input moments, the batched search choosing exactly what a plain sequential search
+(written here) chooses, and linking through the x86 quantizer's prepare callback."""
 
 from __future__ import annotations
 
@@ -16,8 +17,10 @@ from fxquant.pt2e.quantizer.output_aware_observer import (
     LayerGeometry,
     LayerInputMoments,
     PerChannelOutputMSEObserver,
-    _hessian_factor,
+    _fake_quantize_per_row,
     _output_error,
+    _pivoted_cholesky,
+    _quadratic_form,
     link_output_aware_weight_observers,
 )
 from fxquant.pt2e.quantizer.x86_inductor_quantizer import (
@@ -89,13 +92,144 @@ def test_input_moments_are_the_patch_second_moments(groups):
     assert int(moments.rows) == vectors.shape[1]
 
 
-def test_low_rank_factor_gives_the_same_errors_as_the_full_matrix():
-    vectors = torch.randn(1, 6, 40, dtype=torch.float64)  # 6 vectors of 40 features: rank 6
-    hessian = vectors.transpose(1, 2) @ vectors
-    delta = torch.randn(5, 40)
-    factor = _hessian_factor(hessian, rows=6)
-    assert factor.shape == (1, 6, 40)
-    torch.testing.assert_close(_output_error(delta, factor, 1), _output_error(delta, hessian.float(), 1), rtol=1e-4, atol=1e-4)
+def _psd(groups: int, rows: int, k: int, dead: int = 0, seed: int = 0) -> torch.Tensor:
+    """Σ x xᵀ over ``rows`` correlated vectors (the first ``dead`` features always zero)."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(groups, rows, k, generator=gen, dtype=torch.float64).cumsum(-1)  # correlated
+    x[..., :dead] = 0
+    return x.transpose(1, 2) @ x
+
+
+@pytest.mark.parametrize(
+    ("groups", "rows", "k", "dead", "kind"),
+    [(1, 6, 40, 0, "low_rank"), (1, 300, 200, 0, "cholesky"), (1, 300, 200, 7, "cholesky"),
+     (4, 50, 9, 2, "cholesky"), (1, 120, 200, 0, "dense")],
+    ids=["low-rank", "full-rank", "dead-features", "depthwise-dead", "singular"],
+)
+def test_every_quadratic_form_gives_the_errors_of_h_itself(groups, rows, k, dead, kind):
+    hessian = _psd(groups, rows, k, dead)
+    form = _quadratic_form(hessian, rows)
+    assert form.kind == kind
+    delta = torch.randn(3, 2 * groups, k)
+    per_group = delta.reshape(3, groups, 2, k).double()
+    expected = torch.einsum("ngok,gkl,ngol->ngo", per_group, hessian, per_group).reshape(3, -1)
+    torch.testing.assert_close(_output_error(delta, form).double(), expected, rtol=1e-4, atol=1e-6)
+
+
+def test_pivoted_cholesky_reconstructs_a_low_rank_matrix():
+    hessian = _psd(2, 5, 30)
+    factor = _pivoted_cholesky(hessian, 5)
+    torch.testing.assert_close(factor.transpose(1, 2) @ factor, hessian, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("seed", range(6), ids=[f"seed{i}" for i in range(6)])
+def test_fake_quantize_per_row_is_torchs_fake_quantize_bit_for_bit(seed):
+    gen = torch.Generator().manual_seed(seed)
+    w = torch.randn(9, 31, generator=gen) * 10.0 ** (seed - 3)
+    scale = w.abs().amax(1) / torch.tensor([[127.5], [60.0], [3.0]])  # exact halves, clipping
+    zero_point = torch.zeros(3, 9, dtype=torch.int64) if seed % 2 else torch.randint(-4, 5, (3, 9), generator=gen)
+    ours = _fake_quantize_per_row(w, scale, zero_point, -128, 127)
+    for i in range(3):
+        assert torch.equal(ours[i], torch.fake_quantize_per_channel_affine(w, scale[i], zero_point[i].int(), 0, -128, 127))
+
+
+# --- the search against a plain sequential one ------------------------------------------
+
+COARSE = [0.95 - 0.05 * i for i in range(10)]
+FINE = [d / 100 for d in (-4, -3, -2, -1, 1, 2, 3, 4)]
+
+
+def _reference_scale(observer: PerChannelOutputMSEObserver, hessian: torch.Tensor) -> torch.Tensor:
+    """One ratio at a time, float64 errors on H itself, a strict ``<`` (the first best wins)."""
+    w = observer._weight.float().reshape(observer._weight.shape[0], -1)
+    amax = torch.maximum(-observer.min_val, observer.max_val)
+    groups = hessian.shape[0]
+
+    def error(ratio: torch.Tensor) -> torch.Tensor:
+        scale, zero_point = observer._calculate_qparams(-amax * ratio, amax * ratio)
+        w_q = torch.fake_quantize_per_channel_affine(w, scale, zero_point.int(), 0, -128, 127)
+        delta = (w_q - w).double().reshape(groups, -1, w.shape[1])
+        return ((delta @ hessian) * delta).sum(-1).reshape(-1)
+
+    best_ratio = torch.ones_like(amax)
+    best_error = error(best_ratio)
+    for offsets in (COARSE, FINE):
+        center = best_ratio.clone() if offsets is FINE else torch.zeros_like(amax)
+        for offset in offsets:
+            ratio = (center + offset).clamp(0.5, 1.0)
+            err = error(ratio)
+            better = err < best_error
+            best_error, best_ratio = torch.where(better, err, best_error), torch.where(better, ratio, best_ratio)
+    return observer._calculate_qparams(-amax * best_ratio, amax * best_ratio)[0]
+
+
+def _linked_observer(weight: torch.Tensor, hessian: torch.Tensor, rows: int) -> PerChannelOutputMSEObserver:
+    observer = PerChannelOutputMSEObserver(**KW)
+    observer(weight)
+    moments = LayerInputMoments(LayerGeometry(input_shape=(1,), groups=hessian.shape[0], features=hessian.shape[-1]))
+    moments.hessian.copy_(hessian)
+    moments.rows.fill_(rows)
+    observer.link(moments)
+    return observer
+
+
+def _random_weight(out: int, k: int, seed: int) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    w = torch.randn(out, k, generator=gen) * torch.rand(out, 1, generator=gen) * 3
+    w[0] = 0  # a dead channel: every ratio ties
+    w[1] = torch.randint(-4, 5, (k,), generator=gen) * 0.25  # on the grid at r = 1: ties on zero error
+    w[2, 0] = 40 * w[2].abs().max()  # one outlier: clipping pays
+    return w
+
+
+@pytest.mark.parametrize(
+    ("groups", "out", "k", "rows", "dead"),
+    [(1, 48, 64, 500, 0), (1, 40, 300, 400, 30), (1, 64, 256, 20, 0), (1, 32, 300, 200, 0), (16, 16, 9, 60, 0)],
+    ids=["dense", "dead-inputs", "low-rank", "singular", "depthwise"],
+)
+@pytest.mark.parametrize("seed", [0, 1], ids=["seed0", "seed1"])
+def test_search_chooses_the_scales_of_a_sequential_float64_search(groups, out, k, rows, dead, seed):
+    hessian = _psd(groups, rows, k, dead, seed) / rows
+    observer = _linked_observer(_random_weight(out, k, seed), hessian, rows)
+    assert torch.equal(observer.calculate_qparams()[0], _reference_scale(observer, hessian))
+
+
+@pytest.fixture(scope="module")
+def lite0_layers():
+    """Real layers: EfficientNet-Lite0's weights with the moments of real photos."""
+    from fxquant.zoo import efficientnet_lite0, imagenet_photos
+
+    model = efficientnet_lite0()
+    chosen = {"depthwise": model._blocks[2]._depthwise_conv, "pointwise-1152": model._blocks[15]._project_conv,
+              "classifier": model._fc}
+    inputs = {}
+    hooks = [m.register_forward_pre_hook(lambda m, a, name=name: inputs.setdefault(name, a[0]))
+             for name, m in chosen.items()]
+    with torch.no_grad():
+        model(imagenet_photos(16, split="calibration"))
+    for h in hooks:
+        h.remove()
+    return {name: (m, inputs[name]) for name, m in chosen.items()}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["depthwise", "pointwise-1152", "classifier"])
+@torch.no_grad()
+def test_search_matches_the_sequential_search_on_real_layers(lite0_layers, name):
+    layer, x = lite0_layers[name]
+    if isinstance(layer, nn.Linear):
+        geometry = LayerGeometry(input_shape=tuple(x.shape[1:]), groups=1, features=layer.in_features)
+    else:
+        geometry = _conv_geometry(layer, tuple(x.shape[1:]))
+    moments = LayerInputMoments(geometry)
+    moments.record(x)
+    observer = PerChannelOutputMSEObserver(**KW)
+    channels = 128 if geometry.groups == 1 else None  # keeps the float64 reference quick
+    observer(layer.weight.detach()[:channels])
+    observer.link(moments)
+    scale = observer.calculate_qparams()[0]
+    assert torch.equal(scale, _reference_scale(observer, moments.hessian / moments.rows))
+    assert bool((scale < PerChannelMinMaxObserver.calculate_qparams(observer)[0]).any())  # it did clip
 
 
 class Net(nn.Module):
