@@ -30,6 +30,7 @@ from torch import nn
 from torch.fx import GraphModule
 
 from fxquant.backend_config import get_native_backend_config
+from fxquant.backend_config.utils import get_module_to_qat_module
 from fxquant.eager.mappings import get_default_qat_module_mappings
 from fxquant.engine.prepare import prepare_annotated
 from fxquant.fx.annotate import annotate_graph
@@ -62,6 +63,7 @@ from fxquant.fx.standalone import (
 from fxquant.fx.state import FX_STATE_META_KEY, FxObservedState, observed_state
 from fxquant.fx.tracer import trace_for_quantization
 from fxquant.qconfig.mapping import QConfigMapping
+from fxquant.qconfig.output_aware import link_output_aware_weight_observers_fx
 
 __all__ = ["convert_fx", "convert_to_reference_fx", "fuse_fx", "prepare_fx", "prepare_qat_fx"]
 
@@ -117,8 +119,13 @@ def _preserve(source: nn.Module, target: nn.Module, attributes: list[str]) -> No
         setattr(target, attr, getattr(source, attr))
 
 
-def _swap_qat_modules(gm: GraphModule, qconfigs: dict[Any, Any]) -> None:
-    table = get_default_qat_module_mappings()
+def _swap_qat_modules(gm: GraphModule, qconfigs: dict[Any, Any], backend_config: Any) -> None:
+    # the eager QAT table, extended by the backend config's own float -> QAT entries (e.g.
+    # embeddings), as upstream's prepare_qat_fx swaps
+    table: dict[Any, Any] = {
+        **get_default_qat_module_mappings(),
+        **{k: v for k, v in get_module_to_qat_module(backend_config).items() if isinstance(k, type)},
+    }
     for node, qconfig in qconfigs.items():
         if node.op != "call_module" or qconfig is None:
             continue
@@ -153,11 +160,14 @@ def _prepare(
     leaf_classes = [*config.non_traceable_module_classes, *config.standalone_module_classes,
                     *custom_float_classes(config.float_to_observed_mapping)]
     gm = trace_for_quantization(model, leaf_names, leaf_classes)
-    fuse_graph(gm, is_qat=is_qat, backend_config=backend_config)
+    # the graph's code is regenerated once, by prepare_annotated, unless a standalone module
+    # needs the fused model to run first (to capture its inputs)
+    has_standalone = bool(config.standalone_module_names or config.standalone_module_classes)
+    fuse_graph(gm, is_qat=is_qat, backend_config=backend_config, recompile=has_standalone)
     record_example_values(gm, example_inputs)
     qconfigs = node_qconfigs(gm, mapping_with_fused_types(gm, mapping))
     if is_qat:
-        _swap_qat_modules(gm, qconfigs)
+        _swap_qat_modules(gm, qconfigs, backend_config)
     eq_qconfigs = equalization_qconfigs(gm, equalization) if equalization is not None else {}
 
     def prepare_submodule(sub: nn.Module, sm_mapping: Any, inputs: tuple[Any, ...], sm_custom: Any,
@@ -177,6 +187,8 @@ def _prepare(
     standalone_sites = annotate_standalone_modules(standalone, qconfigs, arriving_quantized)
     link_users_to_output_observers([*custom_nodes, *standalone], arriving_quantized)
     prepare_annotated(gm, is_qat=is_qat)
+    if not is_qat and not eq_qconfigs:  # output-aware weight observers read their layer's input
+        link_output_aware_weight_observers_fx(gm, result.weighted_qconfigs)
     equalization_sites = insert_equalization_observers(gm, eq_qconfigs, set(result.weighted_qconfigs)) \
         if eq_qconfigs else {}
     _preserve(model, gm, config.preserved_attributes)
@@ -207,9 +219,13 @@ def prepare_fx(
     :class:`~fxquant.fx._equalize.EqualizationQConfig`) adds input-weight equalization of
     linear/conv layers.
 
+    ``example_inputs`` give each node's shape and dtype; for models made of common layers and
+    ops these are inferred without running the model (see :mod:`fxquant.fx.example_values`).
+
     Raises ``FxTraceError`` (module and line named) if the model cannot be traced,
-    ``ExampleInputError`` if ``example_inputs`` do not run through it, ``ValueError`` for
-    module names in the mapping or the custom config that the model does not have.
+    ``ExampleInputError`` (node named) if ``example_inputs`` do not fit the model,
+    ``ValueError`` for module names in the mapping or the custom config that the model does
+    not have.
     """
     if model.training:
         warnings.warn("prepare_fx is for post-training quantization; call model.eval() first "

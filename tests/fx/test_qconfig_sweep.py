@@ -283,9 +283,6 @@ def test_float16_dynamic_reference_keeps_float32_input():
         torch.testing.assert_close(reference(*b), oracle(*b), rtol=2e-3, atol=2e-3)
 
 
-@pytest.mark.xfail(strict=True, reason="prepare_qat_fx swaps modules by the eager QAT table, which has no "
-                   "embeddings; upstream swaps by the backend config's qat_module entries "
-                   "(fix in quantize_fx._swap_qat_modules, see the H5 report)")
 def test_prepare_qat_fx_swaps_embeddings_like_upstream():
     ours, upstream, _, _ = _run("default_embedding_qat_qconfig", deterministic=True)
     assert type(upstream.emb).__name__ == "Embedding" and "qat" in type(upstream.emb).__module__

@@ -187,3 +187,20 @@ def test_lowering_checks_the_parameters_a_lowered_producer_hands_on():
         batch = torch.randn(2, 4, 6, 6)
         ours(batch), theirs(batch)
     assert torch.equal(convert_fx(ours)(x), upstream_fx.convert_fx(theirs)(x))
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_prepare_does_not_run_the_model(fx_models, name):
+    """Shapes come from inference (fxquant.fx.example_values), as upstream runs nothing:
+    no leaf module of these models computes anything in prepare_fx (tracing only steps
+    through the containers' forwards)."""
+    model, batches = fx_models.build(name)
+    calls: list[str] = []
+    for module_name, module in model.named_modules():
+        if not list(module.children()):
+            module.register_forward_pre_hook(lambda m, args, name=module_name: calls.append(name))
+    x = batches[0]
+    prepared = prepare_fx(model.eval(), fxquant.get_default_qconfig_mapping("x86"), (x,))
+    assert calls == []
+    prepared(x)  # the prepared model does call its (leaf) modules
+    assert calls

@@ -78,9 +78,31 @@ def _fuse_match(gm: GraphModule, match: PatternMatch, *, is_qat: bool) -> None:
             gm.graph.erase_node(node)
 
 
-def fuse_graph(gm: GraphModule, *, is_qat: bool, backend_config: BackendConfig | None = None) -> GraphModule:
+def _delete_unused_submodules(gm: GraphModule) -> None:
+    """``GraphModule.delete_all_unused_submodules`` in linear time (torch's searches a list:
+    quadratic in the module count, 80 ms at 10,000 nodes)."""
+    used: set[str] = set()
+    for node in gm.graph.nodes:
+        if node.op not in ("call_module", "get_attr") or not isinstance(node.target, str):
+            continue
+        parts = node.target.split(".")
+        used.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
+        if node.op == "call_module":
+            try:
+                module = gm.get_submodule(node.target)
+            except AttributeError:
+                continue
+            used.update(f"{node.target}.{name}" for name, _ in module.named_modules() if name)
+    for name in [name for name, _ in gm.named_modules() if name and name not in used]:
+        gm.delete_submodule(name)
+
+
+def fuse_graph(
+    gm: GraphModule, *, is_qat: bool, backend_config: BackendConfig | None = None, recompile: bool = True
+) -> GraphModule:
     """Fuse every match of ``backend_config``'s fusion patterns (default: the native backend)
-    in ``gm`` in place; returns ``gm`` recompiled."""
+    in ``gm`` in place; returns ``gm``, recompiled unless ``recompile=False`` (for a caller
+    that edits the graph further and recompiles once at the end)."""
     config = backend_config if backend_config is not None else get_native_backend_config()
     pairs = sorted_pattern_configs(config, lambda c: c.fuser_method is not None)
     matches = find_matches(gm, pairs, lambda m: m.root.op == "call_module")
@@ -92,6 +114,7 @@ def fuse_graph(gm: GraphModule, *, is_qat: bool, backend_config: BackendConfig |
         done.add(id(match))
         _fuse_match(gm, match, is_qat=is_qat)
     gm.graph.lint()
-    gm.delete_all_unused_submodules()
-    gm.recompile()
+    _delete_unused_submodules(gm)
+    if recompile:
+        gm.recompile()
     return gm
