@@ -11,6 +11,7 @@ State dict layout (upstream's): ``weight`` (quantized), ``bias`` (float or ``Non
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextvars import ContextVar
 from typing import Any, ClassVar
 
 import torch
@@ -32,6 +33,9 @@ from fxquant.nn.quantized.utils import (
 __all__ = ["Conv1d", "Conv2d", "Conv3d"]
 
 _SUPPORTED_PADDING_MODES = {"zeros", "reflect"}
+# set while _new_like builds a module whose real weight is packed right after: packing the
+# placeholder zero weight first is a second full prepack per conv at convert
+_PLACEHOLDER_PACKING_SKIPPED: ContextVar[bool] = ContextVar("fxquant_skip_placeholder_pack", default=False)
 _SHAPE_NAMES = {1: "(N, C, L)", 2: "(N, C, H, W)", 3: "(N, C, D, H, W)"}
 
 
@@ -117,12 +121,13 @@ class _ConvNd(WeightedQuantizedModule):
             weight_shape = [in_channels, out_channels // groups]
         else:
             weight_shape = [out_channels, in_channels // groups]
-        qweight = torch._empty_affine_quantized(
-            weight_shape + list(kernel_size), scale=1, zero_point=0, dtype=torch.qint8,
-            device=device,
-        )
-        bias_float = torch.zeros(out_channels, dtype=torch.float, device=device) if bias else None
-        self.set_weight_bias(qweight, bias_float)
+        if not _PLACEHOLDER_PACKING_SKIPPED.get():
+            qweight = torch._empty_affine_quantized(
+                weight_shape + list(kernel_size), scale=1, zero_point=0, dtype=torch.qint8,
+                device=device,
+            )
+            bias_float = torch.zeros(out_channels, dtype=torch.float, device=device) if bias else None
+            self.set_weight_bias(qweight, bias_float)
         self.scale = 1.0
         self.zero_point = 0
 
@@ -216,10 +221,14 @@ class _ConvNd(WeightedQuantizedModule):
     def _new_like(cls, conv: Any) -> Any:
         """An empty quantized conv with ``conv``'s hyper-parameters."""
         padding = resolve_padding(conv.padding, conv.kernel_size, conv.dilation, cls._NTUPLE)
-        return cls(
-            conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, padding,
-            conv.dilation, conv.groups, conv.bias is not None, conv.padding_mode,
-        )
+        token = _PLACEHOLDER_PACKING_SKIPPED.set(True)  # every caller packs the real weight next
+        try:
+            return cls(
+                conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, padding,
+                conv.dilation, conv.groups, conv.bias is not None, conv.padding_mode,
+            )
+        finally:
+            _PLACEHOLDER_PACKING_SKIPPED.reset(token)
 
     @classmethod
     def get_qconv(

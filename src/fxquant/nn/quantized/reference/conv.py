@@ -12,7 +12,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fxquant.nn.quantized.reference.utils import ReferenceQuantizedModule
+from fxquant.nn.quantized.reference.utils import (
+    ReferenceQuantizedModule,
+    initialization_skipped,
+    skip_initialization,
+)
 
 __all__ = [
     "Conv1d",
@@ -38,6 +42,10 @@ class _ConvNd(ReferenceQuantizedModule):
     _conv_forward: Any
     _output_padding: Any
 
+    def reset_parameters(self) -> None:
+        if not initialization_skipped():  # from_float assigns the float conv's own weight
+            super().reset_parameters()  # type: ignore[misc]  # the float conv's, next in the MRO
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # nn.ConvNd._conv_forward handles padding modes; it gets the q/dq'd weight
         return self._conv_forward(x, self.get_weight(), self.bias)
@@ -55,10 +63,11 @@ class _ConvNd(ReferenceQuantizedModule):
     @classmethod
     def from_float(cls, float_conv: Any, weight_qparams: dict[str, Any]) -> Any:
         """Wrap ``float_conv``'s weight and bias (shared, detached) with ``weight_qparams``."""
-        ref = cls(
-            *cls._hyper_parameters(float_conv), device=float_conv.weight.device,
-            dtype=float_conv.weight.dtype, weight_qparams=weight_qparams,
-        )
+        with skip_initialization():
+            ref = cls(
+                *cls._hyper_parameters(float_conv), device=float_conv.weight.device,
+                dtype=float_conv.weight.dtype, weight_qparams=weight_qparams,
+            )
         ref.weight = nn.Parameter(float_conv.weight.detach())
         if float_conv.bias is not None:
             ref.bias = nn.Parameter(float_conv.bias.detach())

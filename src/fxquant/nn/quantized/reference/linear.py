@@ -8,7 +8,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fxquant.nn.quantized.reference.utils import ReferenceQuantizedModule
+from fxquant.nn.quantized.reference.utils import (
+    ReferenceQuantizedModule,
+    initialization_skipped,
+    skip_initialization,
+)
 
 __all__ = ["Linear"]
 
@@ -34,6 +38,10 @@ class Linear(nn.Linear, ReferenceQuantizedModule):
         super().__init__(in_features, out_features, bias_, device, dtype)
         self._init_weight_qparams(weight_qparams, device)
 
+    def reset_parameters(self) -> None:
+        if not initialization_skipped():  # from_float assigns the float linear's own weight
+            super().reset_parameters()
+
     def _get_name(self) -> str:
         return "QuantizedLinear(Reference)"
 
@@ -43,11 +51,12 @@ class Linear(nn.Linear, ReferenceQuantizedModule):
     @classmethod
     def from_float(cls, float_linear: Any, weight_qparams: dict[str, Any]) -> Linear:
         """Wrap ``float_linear``'s weight and bias (shared, detached) with ``weight_qparams``."""
-        ref = cls(
-            float_linear.in_features, float_linear.out_features, float_linear.bias is not None,
-            device=float_linear.weight.device, dtype=float_linear.weight.dtype,
-            weight_qparams=weight_qparams,
-        )
+        with skip_initialization():
+            ref = cls(
+                float_linear.in_features, float_linear.out_features, float_linear.bias is not None,
+                device=float_linear.weight.device, dtype=float_linear.weight.dtype,
+                weight_qparams=weight_qparams,
+            )
         ref.weight = nn.Parameter(float_linear.weight.detach())
         if float_linear.bias is not None:
             ref.bias = nn.Parameter(float_linear.bias.detach())

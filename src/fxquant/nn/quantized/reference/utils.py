@@ -12,6 +12,9 @@ State dict keys (upstream's): ``weight``, ``bias``, ``weight_scale``, ``weight_z
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import torch
@@ -23,7 +26,31 @@ from fxquant.nn.quantized.reference.weight_qdq import (
     WeightQParams,
 )
 
-__all__ = ["ReferenceQuantizedModule", "weight_qparams_from_observer"]
+__all__ = [
+    "ReferenceQuantizedModule",
+    "initialization_skipped",
+    "skip_initialization",
+    "weight_qparams_from_observer",
+]
+
+_SKIP_INITIALIZATION: ContextVar[bool] = ContextVar("fxquant_skip_initialization", default=False)
+
+
+@contextmanager
+def skip_initialization() -> Iterator[None]:
+    """Inside the block, reference modules skip the float module's random initialisation of
+    their weight and bias: ``from_float`` replaces both right after construction, and the
+    random fill is most of the cost of building a large reference conv/linear."""
+    token = _SKIP_INITIALIZATION.set(True)
+    try:
+        yield
+    finally:
+        _SKIP_INITIALIZATION.reset(token)
+
+
+def initialization_skipped() -> bool:
+    """Whether a reference module being built now should leave its parameters uninitialised."""
+    return _SKIP_INITIALIZATION.get()
 
 _SUPPORTED_QSCHEMES = (
     None,
