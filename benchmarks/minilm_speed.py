@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import statistics
 import sys
 import time
 import warnings
@@ -46,17 +45,8 @@ TRANSFORMER_RULES = {"attention", "linear_gelu_float_out", "linear_add_float_out
 
 
 def medians_ms(fns: list[Callable[[], Any]], repeats: int) -> list[float]:
-    times: list[list[float]] = [[] for _ in fns]
-    with torch.no_grad():
-        for fn in fns:
-            fn()
-        for _ in range(repeats):
-            for fn, samples in zip(fns, times, strict=True):
-                fn()
-                start = time.thread_time()
-                fn()
-                samples.append((time.thread_time() - start) * 1e3)
-    return [statistics.median(t) for t in times]
+    """speed.py's round-robin thread-CPU medians (one thread)."""
+    return speed.medians_ms(fns, repeats, single_thread=True)
 
 
 def without_transformer_rules(converted: torch.fx.GraphModule) -> torch.fx.GraphModule:
