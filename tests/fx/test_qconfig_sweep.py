@@ -118,9 +118,9 @@ UPSTREAM_STAND_INS = {
 # a qconfig for debugging: RecordingObserver records the tensors and has no qparams, so
 # neither upstream nor fxquant can convert with it
 NOT_CONVERTIBLE = {"default_debug_qconfig"}
-# qint8 activations: the int8 kernels (fbgemm, qnnpack) take quint8 activations only, so the
-# lowered conv / linear of both upstream and fxquant fail when called (the reference models
-# are compared as usual)
+# qint8 activations: the int8 kernels (fbgemm, qnnpack) take quint8 activations only, so
+# upstream's lowered conv / linear fail when called; fxquant keeps them as reference modules
+# (the reference models are compared as usual)
 QINT8_ACTIVATIONS = {name for name in SPECIAL if "symmetric_qnnpack" in name}
 # fxquant checks a weighted module's weight dtype against the backend (upstream checks only
 # functional weights): no backend runs conv / linear with quint8 weights, so fxquant leaves
@@ -247,14 +247,20 @@ def test_lowered_model_within_one_step_of_upstreams(name, monkeypatch):
 
 
 @pytest.mark.parametrize("name", sorted(QINT8_ACTIVATIONS))
-def test_qint8_activation_kernels_fail_at_run_time_as_upstreams_do(name, monkeypatch):
+def test_qint8_activation_ops_stay_reference_where_upstreams_kernels_fail(name, monkeypatch):
     ours, upstream, batches, config = _run(name, deterministic=True)
     monkeypatch.setattr(torch.backends.quantized, "engine", "qnnpack")
     lowered = convert_fx(copy.deepcopy(ours))
+    reference = convert_to_reference_fx(copy.deepcopy(ours))
     oracle = upstream_fx.convert_fx(copy.deepcopy(upstream), backend_config=config)
-    for model in (lowered, oracle):
-        with pytest.raises(RuntimeError, match="QUInt8"):
-            model(*batches[0])
+    with pytest.raises(RuntimeError, match="QUInt8"):
+        oracle(*batches[0])
+    # conv and linear were not swapped for int8 modules that cannot run qint8 activations
+    assert not [m for m in lowered.modules() if hasattr(m, "_packed_params")]
+    assert any(isinstance(m, fxquant.nn.quantized.reference.Conv2d) for m in lowered.modules())
+    for b in batches:
+        for got, want in zip(outputs(lowered, *b), outputs(reference, *b), strict=True):
+            torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
 
 
 def test_quint8_weights_stay_float_and_say_why():

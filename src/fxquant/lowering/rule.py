@@ -42,6 +42,7 @@ __all__ = [
     "is_activation",
     "is_dequantize",
     "quantize_node",
+    "quint8_activations",
     "relu_fusion_is_exact",
     "sole_producer",
     "sole_user_is",
@@ -130,6 +131,23 @@ def dequantized_input(node: object) -> Node | None:
     if not isinstance(src, Node):
         return None
     return src if node.op == "call_method" or qmeta(src) is not None else None
+
+
+def quint8_activations(q: Node, dequantizes: list[Any]) -> bool:
+    """Whether ``q`` and the values the ``dequantizes`` read are quint8 (or of unknown
+    parameters): torch's quantized CPU modules and kernels take and give quint8 activations
+    only. With qint8 ones (e.g. the symmetric qnnpack qconfigs) an op stays in its reference
+    form, whose numbers are right, instead of becoming a kernel that fails when called (as
+    upstream's lowering does)."""
+    out = qmeta(q)
+    if out is None or out.dtype != torch.quint8:
+        return False
+    for dq in dequantizes:
+        src = dequantized_input(dq)
+        meta = qmeta(src) if src is not None else None
+        if meta is not None and meta.dtype != torch.quint8:
+            return False
+    return True
 
 
 def quantize_node(gm: GraphModule, value: Node, meta: QTensorMeta) -> Node:

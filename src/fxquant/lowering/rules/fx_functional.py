@@ -18,7 +18,14 @@ import torch.nn.functional as F
 from torch.fx import GraphModule, Node
 
 from fxquant.lowering.graph import add_constant, constant_value, qmeta, set_qmeta
-from fxquant.lowering.rule import FX, LoweringRule, Match, dequantized_input, sole_producer
+from fxquant.lowering.rule import (
+    FX,
+    LoweringRule,
+    Match,
+    dequantized_input,
+    quint8_activations,
+    sole_producer,
+)
 from fxquant.numerics.ops import quantized_decomposed as qd
 
 __all__ = ["FX_FUNCTIONAL_RULES"]
@@ -92,6 +99,8 @@ def _match(q: Node, gm: GraphModule) -> Match | None:
     bias = args.get("bias")
     bias_value = None if bias is None else constant_value(gm, bias)
     if x is None or weight is None or (bias is not None and bias_value is None):
+        return None
+    if not quint8_activations(q, [args.get("input")]):
         return None
     return {"x": x, "weight": weight, "bias": bias_value, "relu": relu, "dim": dim, "args": args}
 

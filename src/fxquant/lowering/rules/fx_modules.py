@@ -38,7 +38,14 @@ from fxquant.eager.mappings import (
 )
 from fxquant.fx.annotate import QUANT_MODE_META_KEY, QuantMode, node_op
 from fxquant.lowering.graph import QTensorMeta, qmeta, set_qmeta
-from fxquant.lowering.rule import FX, LoweringRule, Match, dequantized_input, sole_producer
+from fxquant.lowering.rule import (
+    FX,
+    LoweringRule,
+    Match,
+    dequantized_input,
+    quint8_activations,
+    sole_producer,
+)
 from fxquant.nn.intrinsic import _FusedModule
 from fxquant.nn.quantized.reference import ReferenceQuantizedModule
 from fxquant.numerics.ops import quantized_decomposed as qd
@@ -142,7 +149,7 @@ def _match_module(q: Node, gm: GraphModule) -> Match | None:
     if node is None or quantized_class is None or not node.args:
         return None
     dqs = [node.args[0], *(a for a in node.args[1:] if isinstance(a, Node))]  # conv + add: the added tensor
-    if any(dequantized_input(d) is None for d in dqs):
+    if any(dequantized_input(d) is None for d in dqs) or not quint8_activations(q, dqs):
         return None
     return {"node": node, "class": quantized_class, "dqs": dqs}
 
@@ -178,6 +185,8 @@ def _match_clamped_module(q: Node, gm: GraphModule) -> Match | None:
     node = sole_producer(clamp)
     quantized_class = _static_module(gm, node, reference_only=True)
     if node is None or quantized_class is None or clamp.args[:1] != (node,) or dequantized_input(node.args[0]) is None:
+        return None
+    if not quint8_activations(q, [node.args[0]]):
         return None
     return {"node": node, "clamp": clamp, "bounds": bounds, "class": quantized_class}
 
