@@ -10,7 +10,12 @@ import torch
 from torch.fx import GraphModule, Node
 
 from fxquant.engine.meta import port_meta
-from fxquant.engine.observer_kinds import QuantizeDecision, checked_qparams, decide, is_observer_module
+from fxquant.engine.observer_kinds import (
+    QuantizeDecision,
+    checked_qparams,
+    decide,
+    is_observer_module,
+)
 from fxquant.numerics.ops import quantized_decomposed as qd
 
 __all__ = ["convert_observers_to_qdq"]

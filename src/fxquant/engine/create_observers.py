@@ -74,10 +74,10 @@ def _build_fixed(spec: FixedQParamsQuantizationSpec, *, is_qat: bool) -> nn.Modu
         if is_float_qdtype(spec.dtype):
             raise AnnotationError(f"fixed qparams need an integer dtype, got {spec.dtype}")
         quant_min, quant_max = calculate_qmin_qmax(None, None, False, spec.dtype, False)
-    kwargs: dict[str, Any] = dict(
-        scale=spec.scale, zero_point=spec.zero_point, dtype=spec.dtype,
-        quant_min=quant_min, quant_max=quant_max,
-    )
+    kwargs: dict[str, Any] = {
+        "scale": spec.scale, "zero_point": spec.zero_point, "dtype": spec.dtype,
+        "quant_min": quant_min, "quant_max": quant_max,
+    }
     if spec.qscheme is not None:
         kwargs["qscheme"] = spec.qscheme
     observer = FixedQParamsObserver.with_args(**kwargs)

@@ -10,7 +10,12 @@ from torch import nn
 from fxquant.engine.derived import DerivedObserverOrFakeQuantize
 from fxquant.engine.errors import NotCalibratedError
 from fxquant.fake_quantize import FakeQuantizeBase
-from fxquant.numerics.dtypes import SUPPORTED_QDTYPES, calculate_qmin_qmax, is_float_qdtype, storage_dtype
+from fxquant.numerics.dtypes import (
+    SUPPORTED_QDTYPES,
+    calculate_qmin_qmax,
+    is_float_qdtype,
+    storage_dtype,
+)
 from fxquant.numerics.qparams import PER_CHANNEL_QSCHEMES
 from fxquant.observers import (
     FixedQParamsObserver,
@@ -74,7 +79,7 @@ def decide(module: nn.Module) -> QuantizeDecision:
     if is_dynamic:
         kind, ch_axis = "dynamic", None
     elif qscheme in PER_CHANNEL_QSCHEMES:
-        kind, ch_axis = "per_channel", int(getattr(module, "ch_axis"))
+        kind, ch_axis = "per_channel", int(getattr(module, "ch_axis"))  # noqa: B009  # not typed on nn.Module
     else:
         kind, ch_axis = "per_tensor", None
     return QuantizeDecision(

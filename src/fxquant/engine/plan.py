@@ -15,7 +15,6 @@ among its members, node outputs before edges, in graph order.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Union
 
 import torch
 from torch.fx import GraphModule, Node
@@ -36,7 +35,7 @@ __all__ = [
     "ObserverGroup", "ObserverPlan", "RootSpec", "collect_site_specs", "is_tensor_node", "plan_observers", "site_name",
 ]
 
-RootSpec = Union[QuantizationSpec, FixedQParamsQuantizationSpec, DerivedQuantizationSpec]
+RootSpec = QuantizationSpec | FixedQParamsQuantizationSpec | DerivedQuantizationSpec
 
 # Attributes two specs must agree on for an edge to reuse its producer's observer.
 _SHARING_ATTRS = ("dtype", "is_dynamic", "quant_min", "quant_max", "qscheme", "ch_axis", "scale", "zero_point")
