@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch.fx import GraphModule, Node
 
-from fxquant.lowering.graph import QTensorMeta, qmeta, set_qmeta
+from fxquant.lowering.graph import QTensorMeta, add_constant, qmeta, set_qmeta
 
 __all__ = [
     "ALL_DIALECTS",
@@ -38,6 +38,7 @@ __all__ = [
     "LoweringRule",
     "Match",
     "arg",
+    "call_packed_kernel",
     "dequantized_input",
     "is_activation",
     "is_dequantize",
@@ -131,6 +132,18 @@ def dequantized_input(node: object) -> Node | None:
     if not isinstance(src, Node):
         return None
     return src if node.op == "call_method" or qmeta(src) is not None else None
+
+
+def call_packed_kernel(
+    anchor: Node, gm: GraphModule, kernel: Any, x: Node, packed: object, prefix: str
+) -> Node:
+    """``kernel(x, packed, scale, zero_point)`` with the anchor's output parameters, its packed
+    weights stored as a constant of ``gm`` (the call shape of torch's quantized conv/linear)."""
+    out = qmeta(anchor)
+    assert out is not None  # anchors of kernel rules are tensorized quantize nodes
+    weights = add_constant(gm, prefix, packed, anchor)
+    new = gm.graph.call_function(kernel, (x, weights, out.scale, out.zero_point))
+    return set_qmeta(new, out)
 
 
 def quint8_activations(q: Node, dequantizes: list[Any]) -> bool:

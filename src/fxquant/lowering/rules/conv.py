@@ -42,6 +42,7 @@ from fxquant.lowering.rule import (
     LoweringRule,
     Match,
     arg,
+    call_packed_kernel,
     dequantized_input,
     is_activation,
     relu_fusion_is_exact,
@@ -143,12 +144,8 @@ def _match_conv(node: Node, gm: GraphModule) -> Match | None:
 
 
 def _rewrite_conv(node: Node, m: Match, gm: GraphModule) -> Node:
-    out = qmeta(node)
-    assert out is not None
-    packed = add_constant(gm, "packed_conv", m["packed"], node)
     kernel = Q.conv2d_relu.new if m["relu"] else Q.conv2d.new
-    new = gm.graph.call_function(kernel, (m["x"], packed, out.scale, out.zero_point))
-    return set_qmeta(new, out)
+    return call_packed_kernel(node, gm, kernel, m["x"], m["packed"], "packed_conv")
 
 
 def _match_conv_nd(node: Node, gm: GraphModule) -> Match | None:

@@ -31,8 +31,15 @@ from typing import Any
 import torch
 from torch.fx import GraphModule, Node
 
-from fxquant.lowering.graph import add_constant, constant_value, qmeta, set_qmeta
-from fxquant.lowering.rule import LoweringRule, Match, arg, dequantized_input, sole_user_is
+from fxquant.lowering.graph import add_constant, constant_value, qmeta
+from fxquant.lowering.rule import (
+    LoweringRule,
+    Match,
+    arg,
+    call_packed_kernel,
+    dequantized_input,
+    sole_user_is,
+)
 from fxquant.lowering.weights import pack_linear, quantized_weight
 from fxquant.numerics.ops import quantized_decomposed as qd
 
@@ -165,12 +172,8 @@ def _match_linear(node: Node, gm: GraphModule) -> Match | None:
 
 
 def _rewrite_linear(node: Node, m: Match, gm: GraphModule) -> Node:
-    out = qmeta(node)
-    assert out is not None
-    packed = add_constant(gm, "packed_linear", m["packed"], node)
     kernel = Q.linear_relu.default if m["relu"] else Q.linear.default
-    new = gm.graph.call_function(kernel, (m["x"], packed, out.scale, out.zero_point))
-    return set_qmeta(new, out)
+    return call_packed_kernel(node, gm, kernel, m["x"], m["packed"], "packed_linear")
 
 
 def _float_out_linear(node: object, user: Node, gm: GraphModule, *, dynamic_too: bool) -> Match | None:
