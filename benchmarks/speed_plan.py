@@ -18,11 +18,11 @@ shows the plan does not trade accuracy.
 from __future__ import annotations
 
 import argparse
-import statistics
+import sys
 import time
 import warnings
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -40,28 +40,14 @@ from fxquant.pt2e.quantizer.x86_inductor_quantizer import (
 from fxquant.speed import plan_for_speed
 from fxquant.zoo import efficientnet_lite0, imagenet_photos
 
+sys.path.insert(0, str(Path(__file__).parent))
+import speed  # benchmarks/speed.py: its round-robin timer
+
 warnings.filterwarnings("ignore")
 
 
 def quantizer() -> X86InductorQuantizer:
     return X86InductorQuantizer().set_global(get_default_x86_inductor_quantization_config())
-
-
-def interleaved_median_ms(fns: list[Callable[[], Any]], repeats: int, threads: int) -> list[float]:
-    """Median time of each function, round-robin; each timed call follows an untimed one of
-    the same function (the first call after another model's refills the caches)."""
-    clock = time.thread_time if threads == 1 else time.perf_counter
-    times: list[list[float]] = [[] for _ in fns]
-    with torch.no_grad():
-        for fn in fns:
-            fn()
-        for _ in range(repeats):
-            for fn, fn_times in zip(fns, times, strict=True):
-                fn()
-                start = clock()
-                fn()
-                fn_times.append((clock() - start) * 1e3)
-    return [statistics.median(t) for t in times]
 
 
 class MLPHead(nn.Module):
@@ -104,7 +90,7 @@ def compare(name: str, model: nn.Module, x: torch.Tensor, calibration: torch.Ten
         ("int8, every annotated op (lower_to_int8)", all_int8, plan.all_int8_ms),
         (f"int8, speed plan ({len(plan.keep_float)} ops float)", planned, plan.expected_int8_ms),
     ]
-    latencies = interleaved_median_ms([lambda fn=fn: fn(x) for _, fn, _ in variants], args.repeats, args.threads)
+    latencies = speed.medians_ms([lambda fn=fn: fn(x) for _, fn, _ in variants], args.repeats, args.threads == 1)
     clock = "thread CPU" if args.threads == 1 else "wall"
     print(f"{name}, batch 1, {args.threads} thread(s), median {clock} ms of {args.repeats} "
           "interleaved rounds (machine shared with other jobs)")
