@@ -4,6 +4,7 @@ observer, linked to each layer's input observer after prepare_fx, used by conver
 from __future__ import annotations
 
 import copy
+import io
 
 import pytest
 import torch
@@ -11,7 +12,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from fxquant.fx.state import FX_STATE_META_KEY
-from fxquant.observers import PerChannelMinMaxObserver
+from fxquant.observers import (
+    PerChannelMinMaxObserver,
+    get_observer_state_dict,
+    load_observer_state_dict,
+)
 from fxquant.pt2e.quantizer.output_aware_observer import PerChannelOutputMSEObserver
 from fxquant.qconfig import (
     get_default_qconfig,
@@ -159,3 +164,56 @@ def test_convert_uses_the_linked_observer_and_the_layer_error_drops():
 
     assert bool((ours.conv.weight().q_per_channel_scales() < default.conv.weight().q_per_channel_scales()).any())
     assert conv_error(ours) < 0.9 * conv_error(default)  # measured: 0.81x
+
+
+def _state_dict_round_trip(model: nn.Module) -> dict:
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    buffer.seek(0)
+    return torch.load(buffer, weights_only=True)
+
+
+def _clipping_net() -> Net:
+    model = Net().eval()
+    with torch.no_grad():
+        model.conv.weight[:, :, 1, 1] *= 6  # an outlier per channel: the search clips it
+    return model
+
+
+@torch.no_grad()
+def test_calibration_survives_the_state_dict_into_a_fresh_prepared_model():
+    calibration, holdout = _smooth_images(8, seed=1), _smooth_images(4, seed=2)
+    model = _clipping_net()
+    calibrated = prepare_fx(copy.deepcopy(model), get_output_aware_qconfig_mapping(), (calibration,))
+    calibrated(calibration)
+    assert "LayerInputMoments(groups=1, features=27, rows=2048)" in str(calibrated)  # 8 images x 16 x 16
+    state = _state_dict_round_trip(calibrated)
+    assert sorted(k.split(".", 1)[1] for k in state if ".input_moments_" in k) == [
+        f"input_moments_{name}.{buffer}" for name in ("conv", "dw", "fc") for buffer in ("hessian", "rows")
+    ]
+    fresh = prepare_fx(copy.deepcopy(model), get_output_aware_qconfig_mapping(), (calibration,))
+    fresh.load_state_dict(state)
+    expected, loaded = convert_fx(calibrated), convert_fx(fresh)
+    assert torch.equal(loaded(holdout), expected(holdout))
+    assert torch.equal(loaded.conv.weight().q_per_channel_scales(), expected.conv.weight().q_per_channel_scales())
+    # not vacuous: min/max weights (what the fresh model gave before) differ
+    default = _quantize(model, get_default_qconfig_mapping(), calibration, link=False)
+    assert bool((loaded.conv.weight().q_per_channel_scales() < default.conv.weight().q_per_channel_scales()).any())
+
+
+@torch.no_grad()
+def test_calibration_survives_the_observer_state_dict():
+    """``get_observer_state_dict``/``load_observer_state_dict`` carry the input statistics the
+    output-aware observers keep inside the input observers (submodules of an observer)."""
+    calibration, holdout = _smooth_images(8, seed=1), _smooth_images(4, seed=2)
+    model = _clipping_net()
+    calibrated = prepare_fx(copy.deepcopy(model), get_output_aware_qconfig_mapping(), (calibration,))
+    calibrated(calibration)
+    buffer = io.BytesIO()
+    torch.save(get_observer_state_dict(calibrated), buffer)
+    buffer.seek(0)
+    fresh = prepare_fx(copy.deepcopy(model), get_output_aware_qconfig_mapping(), (calibration,))
+    load_observer_state_dict(fresh, torch.load(buffer, weights_only=False))
+    expected, loaded = convert_fx(calibrated), convert_fx(fresh)
+    assert torch.equal(loaded.conv.weight().q_per_channel_scales(), expected.conv.weight().q_per_channel_scales())
+    assert torch.equal(loaded(holdout), expected(holdout))

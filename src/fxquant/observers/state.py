@@ -52,6 +52,17 @@ def get_observer_state_dict(mod: nn.Module) -> OrderedDict[str, Any]:
     return od
 
 
+def _observers_and_their_parts(mod: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Every observer of ``mod`` and every module inside one (e.g. the input statistics an
+    output-aware weight observer keeps as a submodule), by qualified name."""
+    found: dict[str, nn.Module] = {}
+    for name, module in mod.named_modules():
+        if is_activation_post_process(module):
+            found.update((".".join(filter(None, (name, sub))), part)
+                         for sub, part in module.named_modules())
+    return list(found.items())
+
+
 def load_observer_state_dict(mod: nn.Module, obs_dict: dict[str, Any]) -> None:
     """Load calibration saved by :func:`get_observer_state_dict` into ``mod``'s observers.
 
@@ -62,9 +73,7 @@ def load_observer_state_dict(mod: nn.Module, obs_dict: dict[str, Any]) -> None:
     unexpected: list[str] = []
     metadata = getattr(obs_dict, "_metadata", None) or {}
     state = dict(obs_dict)  # loaders may rename legacy keys in place; keep the caller's intact
-    for name, module in mod.named_modules():
-        if not is_activation_post_process(module):
-            continue
+    for name, module in _observers_and_their_parts(mod):
         prefix = f"{name}." if name else ""
         local_metadata = metadata.get(name, {})
         module._load_from_state_dict(

@@ -16,7 +16,10 @@ mapping:
   observers: each conv/linear module whose weight qconfig builds that observer gets the
   observer now, fed during calibration by the observer on the module's input, and convert
   uses it. Without it (or where a module has no single observed input) the observer gives
-  exactly per-channel min/max parameters.
+  exactly per-channel min/max parameters. The input statistics are a submodule of that input
+  observer (``input_moments_<module name>``), so they are part of the prepared model's
+  ``state_dict()``: calibration saved from one prepared model and loaded into a freshly
+  prepared one converts to the same model.
 
 Example::
 
@@ -133,11 +136,20 @@ def link_output_aware_weight_observers_fx(gm: GraphModule, weighted_qconfigs: di
         site = _input_site(gm, nodes[0])
         if site is None:
             continue
-        if not link_layer_input(observer, *site):
+        input_observer, geometry = site
+        if not link_layer_input(observer, input_observer, geometry):
             continue
+        # in the module tree (and so in the state dict), next to the observer that feeds it
+        input_observer.add_module(_moments_name(name), observer.input_moments)
         weighted_qconfigs[name] = QConfig(activation=qconfig.activation, weight=LinkedWeightObserver(observer))
         linked += 1
     return linked
+
+
+def _moments_name(module_name: str) -> str:
+    """The name of a layer's input statistics under its input observer: ``input_moments_``
+    followed by the layer's qualified name with dots as underscores."""
+    return "input_moments_" + module_name.replace(".", "_")
 
 
 def _input_site(gm: GraphModule, node: Node) -> tuple[nn.Module, LayerGeometry] | None:

@@ -5,6 +5,7 @@ exact input moments, the batched search choosing exactly what a plain sequential
 from __future__ import annotations
 
 import copy
+import io
 
 import pytest
 import torch
@@ -12,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fxquant.observers import PerChannelMinMaxObserver
-from fxquant.pt2e.quantize_pt2e import prepare_pt2e
+from fxquant.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 from fxquant.pt2e.quantizer.output_aware_observer import (
     LayerGeometry,
     LayerInputMoments,
@@ -141,7 +142,7 @@ FINE = [d / 100 for d in (-4, -3, -2, -1, 1, 2, 3, 4)]
 
 def _reference_scale(observer: PerChannelOutputMSEObserver, hessian: torch.Tensor) -> torch.Tensor:
     """One ratio at a time, float64 errors on H itself, a strict ``<`` (the first best wins)."""
-    w = observer._weight.float().reshape(observer._weight.shape[0], -1)
+    w = observer.observed_weight.float().reshape(observer.observed_weight.shape[0], -1)
     amax = torch.maximum(-observer.min_val, observer.max_val)
     groups = hessian.shape[0]
 
@@ -275,10 +276,57 @@ def test_a_weight_shared_by_two_layers_falls_back_to_min_max():
     tied = [o for o in _weight_observers(prepared) if o._shared_by_layers]
     assert len(tied) == 1
     reference = PerChannelMinMaxObserver(**KW)
-    reference(tied[0]._weight)
+    reference(tied[0].observed_weight)
     assert torch.equal(tied[0].calculate_qparams()[0], reference.calculate_qparams()[0])
 
 
 def test_link_ignores_sites_that_are_not_weight_edges():
     assert link_output_aware_weight_observers({}) == 0
     assert link_output_aware_weight_observers({"not a site": PerChannelOutputMSEObserver(**KW)}) == 0
+
+
+def _state_dict_round_trip(model: nn.Module) -> dict:
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    buffer.seek(0)
+    return torch.load(buffer, weights_only=True)
+
+
+def test_an_unused_observer_round_trips_its_empty_state():
+    observer = PerChannelOutputMSEObserver(**KW)
+    fresh = PerChannelOutputMSEObserver(**KW)
+    fresh.load_state_dict(_state_dict_round_trip(observer))
+    assert fresh.observed_weight.numel() == 0 and fresh.min_val.numel() == 0
+
+
+def test_the_observed_weight_is_a_view_of_the_weight():
+    weight = torch.randn(8, 3, 3, 3)
+    observer = PerChannelOutputMSEObserver(**KW)
+    observer(weight)
+    assert observer.state_dict()["observed_weight"].untyped_storage().data_ptr() == weight.untyped_storage().data_ptr()
+
+
+@pytest.mark.filterwarnings("ignore:.*LeafSpec.*:FutureWarning")  # torch's, from deepcopy of pytrees
+@torch.no_grad()
+def test_calibration_survives_the_state_dict_into_a_fresh_prepared_model():
+    calibration, holdout = _smooth_images(8), _smooth_images(8)  # export fixes the batch size
+
+    def prepared_net():
+        torch.manual_seed(0)
+        model = Net().eval()
+        model.conv.weight[:, :, 1, 1] *= 6  # an outlier per channel: the search clips it
+        quantizer = X86InductorQuantizer().set_global(get_default_x86_inductor_quantization_config())
+        return prepare_pt2e(torch.export.export(model, (calibration,)).module(), quantizer)
+
+    calibrated = prepared_net()
+    calibrated(calibration)
+    fresh, unloaded = prepared_net(), prepared_net()
+    fresh.load_state_dict(_state_dict_round_trip(calibrated))
+    assert all(o.observed_weight.numel() > 0 and float(o.input_moments.rows) > 0 for o in _weight_observers(fresh))
+    scales = [o.calculate_qparams()[0] for o in _weight_observers(calibrated)]
+    assert all(torch.equal(o.calculate_qparams()[0], s) for o, s in zip(_weight_observers(fresh), scales))
+    # not vacuous: without the statistics the conv weight keeps its min/max range
+    unloaded(calibration)
+    baseline = PerChannelMinMaxObserver.calculate_qparams(_weight_observers(unloaded)[0])[0]
+    assert bool((scales[0] < baseline).any())
+    assert torch.equal(convert_pt2e(fresh)(holdout), convert_pt2e(calibrated)(holdout))

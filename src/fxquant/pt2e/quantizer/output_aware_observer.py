@@ -22,6 +22,13 @@ Without input statistics (not linked, a layer kind it does not know, a weight sh
 layers) the observer gives exactly :class:`~fxquant.observers.PerChannelMinMaxObserver`'s
 parameters.
 
+Everything the search needs is module state, so calibration survives ``state_dict()`` /
+``load_state_dict()`` into a freshly prepared model: ``H`` and its row count are buffers of
+the :class:`LayerInputMoments` (a submodule of the weight observer, and in FX of the input
+observer too), and the observed weight is the observer's ``observed_weight`` buffer (empty
+until the observer sees the weight, resized on load like ``min_val``). In memory it shares
+its storage with the weight, so ``torch.save`` of the state dict does not store it twice.
+
 The search costs ``K²`` per channel and candidate ratio (``K`` = input vector length), so it
 is organised to waste nothing: every candidate of a stage in a few large matmuls, on a
 Cholesky factor of ``H`` (``‖Lᵀδ‖²``, computed in column blocks that skip its zero half) or
@@ -153,6 +160,9 @@ class LayerInputMoments(nn.Module):
         self.register_buffer("hessian", torch.zeros(g, k, k, dtype=torch.float64))
         self.register_buffer("rows", torch.zeros((), dtype=torch.float64))
 
+    def extra_repr(self) -> str:
+        return f"groups={self.geometry.groups}, features={self.geometry.features}, rows={int(self.rows)}"
+
     def hook(self, module: nn.Module, args: tuple[Any, ...]) -> None:
         """Forward pre-hook: record the observed input."""
         x = args[0] if args else None
@@ -204,17 +214,39 @@ class PerChannelOutputMSEObserver(PerChannelMinMaxObserver):
     """
 
     input_moments: LayerInputMoments | None
+    observed_weight: torch.Tensor
 
     def __init__(self, *args: Any, search: bool = True, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.search = search
         self.input_moments = None
-        self._weight: torch.Tensor | None = None
+        # empty until the observer sees the weight (a view of it: no copy)
+        self.register_buffer("observed_weight", torch.tensor([], device=self.min_val.device))
         self._shared_by_layers = False
 
     def forward(self, x_orig: torch.Tensor) -> torch.Tensor:
-        self._weight = x_orig.detach()
+        self.observed_weight = x_orig.detach()
         return super().forward(x_orig)
+
+    def _load_from_state_dict(
+        self,
+        state_dict: dict[str, Any],
+        prefix: str,
+        local_metadata: dict[str, Any],
+        strict: bool,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        error_msgs: list[str],
+    ) -> None:
+        # The buffer starts empty (and may be a view of the weight): load into a tensor of
+        # the saved shape.
+        key = prefix + "observed_weight"
+        if key in state_dict:
+            saved = state_dict[key]
+            self.observed_weight = torch.empty(saved.shape, dtype=saved.dtype, device=self.observed_weight.device)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
 
     def link(self, moments: LayerInputMoments) -> None:
         """Use ``moments`` as the input statistics of the (one) layer this weight feeds."""
@@ -229,21 +261,21 @@ class PerChannelOutputMSEObserver(PerChannelMinMaxObserver):
             and not self._shared_by_layers
             and moments is not None
             and float(moments.rows) > 0
-            and self._weight is not None
+            and self.observed_weight.dim() > 1
             and self.ch_axis == 0
             and self.qscheme == torch.per_channel_symmetric
-            and self.min_val.numel() == self._weight.shape[0]
+            and self.min_val.numel() == self.observed_weight.shape[0]
         )
 
     @torch.no_grad()
     def calculate_qparams(self) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]  # no kwargs
         if not self._can_search():
             return super().calculate_qparams()
-        assert self._weight is not None and self.input_moments is not None
-        moments = self.input_moments
+        assert self.input_moments is not None
+        moments, weight = self.input_moments, self.observed_weight
         amax = torch.maximum(-self.min_val, self.max_val)
         search = _ClipSearch(
-            weight=self._weight.float().reshape(self._weight.shape[0], -1),
+            weight=weight.float().reshape(weight.shape[0], -1),
             amax=amax,
             hessian=moments.hessian / moments.rows,
             rows=int(moments.rows),
