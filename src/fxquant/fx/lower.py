@@ -12,13 +12,16 @@ serving ``Dialect.FX``; ``describe_rules()`` lists them) and are applied by its 
    ``add``/``mul`` (+ ReLU) → ``torch.ops.quantized``, ops that run on quantized tensors
    (``rules/fx_ops.py``).
 
-Whatever matches no pattern keeps running in float between dequantize and quantize.
+Whatever matches no pattern keeps running in float between dequantize and quantize. Float
+tensors the reference graph re-homed from swapped modules
+(:mod:`fxquant.fx.module_attributes`) are dropped once nothing reads them.
 """
 
 from __future__ import annotations
 
 from torch.fx import GraphModule
 
+from fxquant.fx.module_attributes import drop_unread_detached_attributes
 from fxquant.lowering.lower import apply_rules, record_report
 from fxquant.lowering.rule import Dialect, is_dequantize
 from fxquant.lowering.rules.fx_modules import forget_lowered_modules
@@ -48,6 +51,7 @@ def lower_to_quantized_modules(gm: GraphModule, output_quantized_indexes: list[i
     gm.graph.eliminate_dead_code()
     gm.graph.lint()
     gm.delete_all_unused_submodules()
+    drop_unread_detached_attributes(gm)
     gm.recompile()
     record_report(gm, applied)
     return gm

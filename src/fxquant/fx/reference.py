@@ -16,6 +16,7 @@ from torch.fx import GraphModule
 from fxquant.eager.mappings import get_embedding_qat_module_mappings, get_static_quant_module_class
 from fxquant.engine.convert import convert_observers_to_qdq
 from fxquant.fx.annotate import QUANT_MODE_META_KEY, WEIGHTED_MODULES_META_KEY
+from fxquant.fx.module_attributes import detach_swapped_module_attributes
 from fxquant.fx.state import FxObservedState
 from fxquant.nn.intrinsic import _FusedModule
 from fxquant.nn.quantized.reference import weight_qparams_from_observer
@@ -71,6 +72,13 @@ def to_reference_module(module: nn.Module, qconfig: Any, reference_class: Any = 
     return ref
 
 
+def _qat_modules(gm: GraphModule) -> list[str]:
+    """The QAT modules ``gm`` calls (convert swaps each for a reference or float module)."""
+    qat_classes = tuple(set(get_embedding_qat_module_mappings().values()))
+    return [str(n.target) for n in gm.graph.nodes
+            if n.op == "call_module" and isinstance(gm.get_submodule(str(n.target)), qat_classes)]
+
+
 def _unquantized_qat_modules_to_float(gm: GraphModule, quantized: set[str]) -> None:
     """A QAT module whose weight is not quantized (its op stayed in float, e.g. a conv under
     a dynamic qconfig) becomes its float module again, as upstream's convert does: the
@@ -99,8 +107,10 @@ def _dequantize_quantized_inputs(gm: GraphModule, indexes: list[int]) -> None:
 def convert_to_reference_graph(gm: GraphModule, state: FxObservedState) -> GraphModule:
     """Swap weighted modules for reference modules and observers for q/dq, in place; each
     swapped module's call node records how it is quantized (``QUANT_MODE_META_KEY``) for
-    the lowering."""
+    the lowering. Tensors the graph reads directly from a swapped module (``F.linear(x,
+    self.fc.weight)`` next to ``self.fc(x)``) are re-homed first, so they stay readable."""
     weighted = gm.meta.pop(WEIGHTED_MODULES_META_KEY, {})
+    detach_swapped_module_attributes(gm, [*state.weighted_qconfigs, *_qat_modules(gm)])
     modes: dict[str, str] = {}
     for name, qconfig in state.weighted_qconfigs.items():
         mode, reference_class = weighted.get(name, (None, None))
