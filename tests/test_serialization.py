@@ -23,6 +23,7 @@ from fxquant.serialization import (
     FORMAT_NAME,
     FORMAT_VERSION,
     CorruptFileError,
+    FxquantFileError,
     IncompatibleVersionError,
     NotAnFxquantFileError,
     UnsafeFileError,
@@ -128,6 +129,16 @@ def test_example_inputs_default_to_placeholder_shapes(converted, tmp_path):
 def test_save_refuses_non_modules(tmp_path):
     with pytest.raises(TypeError, match="nn.Module or an ExportedProgram"):
         save({"weight": torch.ones(1)}, tmp_path / "x.fxq")  # type: ignore[arg-type]
+
+
+def test_save_refuses_a_prepared_model_naming_an_observer_and_the_remedy(tmp_path):
+    x = torch.randn(2, 3, 8, 8)
+    prepared = prepare_pt2e(torch.export.export(ConvBnReLUNet().eval(), (x,)).module(),
+                            FnQuantizer(annotate_conv_linear))
+    prepared(x)
+    with pytest.raises(FxquantFileError, match=r"prepared model .*activation_post_process.*state_dict"):
+        save(prepared, tmp_path / "prepared.fxq", example_inputs=(x,))
+    assert not (tmp_path / "prepared.fxq").exists()
 
 
 @pytest.mark.parametrize("where", ["payload_middle", "payload_last_byte", "header_kind"])

@@ -105,6 +105,20 @@ def _refuse_lowered(model: nn.Module) -> None:
         )
 
 
+def _refuse_prepared(model: nn.Module) -> None:
+    """A prepared (calibrating) model holds observers whose data-dependent branches cannot be
+    exported: its calibration is saved as a state dict, the quantized model after convert."""
+    from fxquant.observers.state import is_activation_post_process
+
+    observer = next((name for name, m in model.named_modules() if is_activation_post_process(m)), None)
+    if observer is not None:
+        raise FxquantFileError(
+            f"fxquant.save cannot write a prepared model (it still holds observers, e.g. "
+            f"{observer!r}); save its calibration with torch.save(model.state_dict(), ...) and "
+            "load it into a freshly prepared model, or convert it first and save the converted model"
+        )
+
+
 def save(model: nn.Module | ExportedProgram, path: str | os.PathLike[str], *,
          example_inputs: tuple[Any, ...] | None = None) -> None:
     """Write ``model`` (a converted PT2E ``GraphModule``, any exportable module, or an
@@ -120,6 +134,7 @@ def save(model: nn.Module | ExportedProgram, path: str | os.PathLike[str], *,
         program, kind = model, "exported_program"
     elif isinstance(model, nn.Module):
         _refuse_lowered(model)
+        _refuse_prepared(model)
         inputs = example_inputs if example_inputs is not None else _inputs_from_placeholders(model)
         # compact copies: a view (e.g. data[:8]) would otherwise store its whole base tensor
         inputs = pytree.tree_map(
