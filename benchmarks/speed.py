@@ -21,13 +21,18 @@ Variants (all calibrated on the same real data, measured on held-out data):
 * ``torchao PT2E int8 compiled`` when ``import torchao`` works (a benchmark-only extra).
 
 Timing: compile and first calls are excluded (warm-up); the variants of one row are run
-round-robin, ``--repeats`` times, and the median is reported, so that load from other
-processes hits all of them alike. Single-threaded rows use the calling thread's CPU time
-(``time.thread_time``, insensitive to other processes on a loaded machine); rows with all
+round-robin on one held-out batch, ``--repeats`` times, and the median is reported, so that
+load from other processes hits all of them alike. Single-threaded rows use the calling
+thread's CPU time (``time.thread_time``, insensitive to other processes on a loaded machine); rows with all
 cores use wall time (``time.perf_counter``). Ratios: ``x best fp32`` is the best fp32
 variant's time over this variant's (higher is faster), ``x upstream`` the same against
 upstream FX int8. Accuracy columns compare each variant's output with fp32 eager: top-1
 agreement and logit SQNR for image models, mean cosine of sentence embeddings for MiniLM.
+They are computed once per variant (all cores, outside the timed loop) over the whole
+held-out set, larger than the timed batch: 256 photo crops (distinct random crops of the
+zoo's 8 photos; ``--quick``: 16) and MiniLM sequences packed from every held-out sentence
+(each used once: 32 sequences of 128 tokens; ``--quick``: 8). The number of
+samples is printed under each table.
 """
 
 from __future__ import annotations
@@ -115,7 +120,9 @@ def image_workload(name: str, model: nn.Module, quick: bool) -> Workload:
     from fxquant.zoo import imagenet_photos
 
     calibration = imagenet_photos(8 if quick else 32, split="calibration")
-    holdout = imagenet_photos(16 if quick else 64, split="holdout")
+    # accuracy needs many samples (a 64-photo top-1 agreement moves 1.6 points per photo);
+    # timing uses only the first batch
+    holdout = imagenet_photos(16 if quick else 256, split="holdout")
     return Workload(
         name=name, model=model.eval(), kind="logits",
         calibration=[(b,) for b in calibration.split(8)],
@@ -125,6 +132,7 @@ def image_workload(name: str, model: nn.Module, quick: bool) -> Workload:
 
 def minilm_workload(dynamic: bool, quick: bool) -> Workload:
     from fxquant.zoo import minilm_l6, minilm_tokenizer, real_sentences
+    from fxquant.zoo.sentences import sentence_pool
 
     tokenizer = minilm_tokenizer()
 
@@ -134,7 +142,9 @@ def minilm_workload(dynamic: bool, quick: bool) -> Workload:
         docs = [" ".join(text[i * 12:(i + 1) * 12]) for i in range(n)]
         return tokenizer.encode(docs, max_length=128)
 
-    held = sequences(8 if quick else 16, "holdout", 0)
+    held = packed_sequences(tokenizer, real_sentences(len(sentence_pool("holdout")), split="holdout"))
+    if quick:
+        held = tuple(t[:8] for t in held)
     return Workload(
         name=f"MiniLM-L6 {'dynamic' if dynamic else 'static'}", model=minilm_l6().eval(),
         kind="embedding", dynamic=dynamic,
@@ -142,6 +152,22 @@ def minilm_workload(dynamic: bool, quick: bool) -> Workload:
         holdout=lambda batch: [tuple(t[i:i + batch] for t in held)
                                for i in range(0, len(held[0]) - batch + 1, batch)],
     )
+
+
+def packed_sequences(tokenizer: Any, sentences: list[str], length: int = 128) -> Inputs:
+    """Sentences joined, in order, into sequences of exactly ``length`` tokens (the last
+    sentence of each cut short), each sentence used once; a final sequence that falls short
+    is dropped. Token ids and attention masks, ``[N, length]`` each."""
+    _, mask = tokenizer.encode(sentences, max_length=256)
+    words = (mask.sum(1) - 2).tolist()  # without [CLS] and [SEP]
+    docs, current, filled = [], [], 0
+    for sentence, n in zip(sentences, words, strict=True):
+        current.append(sentence)
+        filled += n
+        if filled + 2 >= length:
+            docs.append(" ".join(current))
+            current, filled = [], 0
+    return tokenizer.encode(docs, max_length=length)
 
 
 # ----------------------------------------------------------------------------- variants
@@ -247,7 +273,23 @@ def medians_ms(fns: list[Callable[[], Any]], repeats: int, single_thread: bool) 
     return [statistics.median(t) for t in times]
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Accuracy:
+    """Each variant's accuracy column and what it was measured on."""
+
+    columns: dict[str, str]  # variant name -> column text
+    samples: int  # held-out samples (photos / sequences) each figure is over
+    batch: int
+
+    def footnote(self, w: Workload) -> str:
+        what = "photo crops" if w.kind == "logits" else "sequences of 128 tokens"
+        figures = "top-1 agreement, logit SQNR" if w.kind == "logits" else "embedding cosine"
+        return (f"  accuracy ({figures} vs fp32 eager): {self.samples} held-out {what} per figure, "
+                f"in {self.samples // self.batch} batches of {self.batch}; timing: the first batch")
+
+
 def accuracy(w: Workload, fn: Callable[..., Any], batches: list[Inputs], reference: torch.Tensor) -> str:
+    """One variant's accuracy column: its outputs on ``batches`` against ``reference``."""
     with torch.no_grad():
         out = torch.cat([fn(*b) for b in batches])
     if w.kind == "embedding":
@@ -255,15 +297,21 @@ def accuracy(w: Workload, fn: Callable[..., Any], batches: list[Inputs], referen
     return f"top1 {top1_agreement(reference, out):6.1%} {sqnr(reference, out):5.1f} dB"
 
 
-def run_row(w: Workload, batch: int, variants: dict[str, Callable[..., Any]], threads: int,
-            repeats: int) -> None:
-    torch.set_num_threads(threads)
+def accuracies(w: Workload, variants: dict[str, Callable[..., Any]], batch: int) -> Accuracy:
+    """Every variant's accuracy on the whole held-out set, once (not per timed row)."""
     batches = w.holdout(batch)
-    example = batches[0]
-    names = list(variants)
-    ms = medians_ms([lambda fn=variants[n]: fn(*example) for n in names], repeats, threads == 1)
     with torch.no_grad():
         reference = torch.cat([w.model(*b) for b in batches])
+    columns = {name: accuracy(w, fn, batches, reference) for name, fn in variants.items()}
+    return Accuracy(columns=columns, samples=reference.shape[0], batch=batch)
+
+
+def run_row(w: Workload, batch: int, variants: dict[str, Callable[..., Any]], threads: int,
+            repeats: int, acc: Accuracy) -> None:
+    torch.set_num_threads(threads)
+    example = w.holdout(batch)[0]
+    names = list(variants)
+    ms = medians_ms([lambda fn=variants[n]: fn(*example) for n in names], repeats, threads == 1)
     best_fp32 = min(t for n, t in zip(names, ms, strict=True) if n.startswith("fp32"))
     upstream = dict(zip(names, ms, strict=True)).get("upstream FX int8")
     clock = "thread CPU time" if threads == 1 else "wall time"
@@ -271,7 +319,8 @@ def run_row(w: Workload, batch: int, variants: dict[str, Callable[..., Any]], th
     for name, t in zip(names, ms, strict=True):
         vs_up = f"{upstream / t:5.2f}x" if upstream else "   - "
         print(f"  {name:28s} {t:9.2f} ms  {best_fp32 / t:5.2f}x best fp32  {vs_up} upstream  "
-              f"{accuracy(w, variants[name], batches, reference)}")
+              f"{acc.columns[name]}")
+    print(acc.footnote(w))
 
 
 def node_times_ms(gm: torch.fx.GraphModule, inputs: Inputs, repeats: int) -> dict[torch.fx.Node, float]:
@@ -374,8 +423,9 @@ def main() -> None:
         for batch in batches:
             torch.set_num_threads(all_cores)
             variants = build_variants(w, w.holdout(batch)[0])
+            acc = accuracies(w, variants, batch)  # all cores, once per variant
             for n_threads in threads:
-                run_row(w, batch, variants, all_cores if n_threads == "all" else int(n_threads), repeats)
+                run_row(w, batch, variants, all_cores if n_threads == "all" else int(n_threads), repeats, acc)
     if args.profile:
         profile_lite0(args.quick)
 
