@@ -91,20 +91,24 @@ def test_reference_model_equals_hand_fake_quantized_computation():
     assert torch.equal(q(x), expected)
 
 
-def test_each_dequantize_has_one_user():
-    class TwoUsers(nn.Module):
+def test_each_annotated_reader_gets_its_own_dequantize():
+    class FourUsers(nn.Module):
         def forward(self, x):
             y = torch.relu(x)
-            return y + 1, y * 2
+            return y + 1, y * 2, y - 3, y / 4
 
     def annotate(gm):
         relu = nodes(gm, A.relu.default)[0]
         annotate_output_qspec(relu, ACT)
+        for op in (A.add.Tensor, A.mul.Tensor):  # sub and div stay float readers
+            n = nodes(gm, op)[0]
+            annotate_input_qspec_map(n, n.args[0], SharedQuantizationSpec(relu))
 
-    gm = _calibrated(TwoUsers(), FnQuantizer(annotate), torch.randn(3, 4))
+    gm = _calibrated(FourUsers(), FnQuantizer(annotate), torch.randn(3, 4))
     q = convert_pt2e(gm)
-    dqs = nodes(q, QD.dequantize_per_tensor.default)
-    assert len(dqs) == 2 and all(len(d.users) == 1 for d in dqs)
+    readers = sorted(sorted(str(u.target) for u in d.users) for d in nodes(q, QD.dequantize_per_tensor.default))
+    # add and mul read private copies; the float readers share the original (as torchao)
+    assert readers == [["aten.add.Tensor"], ["aten.div.Tensor", "aten.sub.Tensor"], ["aten.mul.Tensor"]]
     assert len(nodes(q, QD.quantize_per_tensor.default)) == 1
 
 

@@ -106,6 +106,18 @@ def test_train_and_eval_calls_are_refused_with_directions():
         gm.eval()
 
 
+def test_prepared_model_is_a_plain_graph_module_without_export_hooks():
+    # torchao's prepare returns a plain GraphModule: no per-call input checks from
+    # torch.export's .module() wrapper (which the input graph has)
+    x = torch.randn(2, 3, 6, 6)
+    exported = torch.export.export(ConvBn().train(), (x,)).module()
+    assert len(exported._forward_pre_hooks) + len(exported._forward_hooks) > 0
+    gm = prepare_qat_pt2e(exported, RecordingQuantizer())
+    assert len(gm._forward_pre_hooks) == len(gm._forward_hooks) == 0
+    assert type(gm).__mro__[1] is GraphModule
+    assert gm(x).shape == (2, 4, 4, 4)
+
+
 def test_eager_module_is_rejected_with_directions():
     with pytest.raises(TypeError, match=r"torch\.export\.export"):
         prepare_qat_pt2e(ConvBn(), RecordingQuantizer())

@@ -7,7 +7,7 @@ from torch.fx import GraphModule
 
 from fxquant.engine.prepare import prepare_annotated
 from fxquant.engine.qat_conv_bn import rewrite_conv_bn_for_qat
-from fxquant.pt2e.export_utils import _disallow_eval_train
+from fxquant.pt2e.export_utils import _disallow_eval_train, _plain_graph_module
 from fxquant.pt2e.quantizer.quantizer import Quantizer
 
 __all__ = ["prepare_qat_pt2e"]
@@ -20,7 +20,8 @@ def prepare_qat_pt2e(model: GraphModule, quantizer: Quantizer) -> GraphModule:
     weight: the conv weight is scaled by the batch-norm factor ``γ / sqrt(σ² + ε)`` before it
     is fake-quantized and the conv output is rescaled, while the batch norm keeps using and
     updating batch statistics (see :mod:`fxquant.engine.qat_conv_bn`); ``convert_pt2e`` folds
-    it into the conv. Returns the same (mutated) graph module. ``model.train()`` /
+    it into the conv. Returns a plain ``GraphModule`` over the (mutated) graph, as torchao
+    does: use the returned model. ``model.train()`` /
     ``model.eval()`` raise on the result: use ``move_exported_model_to_train`` /
     ``move_exported_model_to_eval`` (or ``allow_exported_model_train_eval``).
 
@@ -42,6 +43,6 @@ def prepare_qat_pt2e(model: GraphModule, quantizer: Quantizer) -> GraphModule:
     rewrite_conv_bn_for_qat(model)
     quantizer.annotate(model)
     quantizer.validate(model)
-    model = prepare_annotated(model, quantizer, is_qat=True)
+    model = _plain_graph_module(prepare_annotated(model, quantizer, is_qat=True))
     model.meta.update({k: v for k, v in original_meta.items() if k not in model.meta})
     return _disallow_eval_train(model)

@@ -104,18 +104,10 @@ def test_converted_graph_has_torchaos_quantize_dequantize_ops(is_dynamic, is_qat
         warnings.simplefilter("ignore")
         ours, oracle = convert_pt2e(ours), ao_flow.convert_pt2e(oracle)
 
-    def ops(gm: torch.fx.GraphModule) -> list[str]:
-        # a dequantize repeated per reader of the same quantized value counts once (for
-        # dynamic parameters torchao keeps one dequantize per value, fxquant's convert one
-        # per reader, as both do for static ones: the same numbers)
-        seen, out = set(), []
-        for n in gm.graph.nodes:
-            key = (n.target, n.args)
-            if n.op != "call_function" or ("dequantize" in str(n.target) and key in seen):
-                continue
-            seen.add(key)
-            out.append(f"{n.target}")
-        return out
+    def ops(gm: torch.fx.GraphModule) -> list[tuple[str, int]]:
+        # every op in order, with its reader count: dequantizes are shared or duplicated
+        # per reader exactly as torchao's DuplicateDQPass does
+        return [(str(n.target), len(n.users)) for n in gm.graph.nodes if n.op == "call_function"]
 
     assert ops(ours) == ops(oracle)
 
