@@ -11,12 +11,11 @@ from torch import nn
 from torch.fx import GraphModule
 
 from fxquant.lowering import lower_to_int8, lowering_report
-from fxquant.lowering.kernels import HAS_ONEDNN, onednn_conv, onednn_conv_relu
+from fxquant.lowering.kernels import HAS_ONEDNN, conv2d, conv2d_relu, onednn_conv, onednn_conv_relu
 from fxquant.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 from fxquant.pt2e.quantizer.utils import annotate_input_qspec_map, annotate_output_qspec
 
 pytestmark = pytest.mark.skipif(not HAS_ONEDNN, reason="torch built without oneDNN")
-Q = torch.ops.quantized
 QD = torch.ops.quantized_decomposed
 _CONVS = (A.conv1d.default, A.conv2d.default, A.conv3d.default)
 _ACTIVATIONS = (A.relu.default, A.relu6.default, A.hardtanh.default)
@@ -77,13 +76,13 @@ def test_convolutions_of_every_rank_lower_to_int8_kernels(dims, act):
     targets = [n.target for n in low.graph.nodes if n.op == "call_function"]
     assert not set(targets) & set(_CONVS), "every convolution runs as an int8 kernel"
     if dims == 2:
-        assert targets.count(Q.conv2d.new) + targets.count(Q.conv2d_relu.new) == 2
+        assert targets.count(conv2d) + targets.count(conv2d_relu) == 2
         assert dict(lowering_report(low).applied)["conv2d"] == 2
     else:
         assert targets.count(onednn_conv) + targets.count(onednn_conv_relu) == 2
         assert dict(lowering_report(low).applied)["conv1d_3d"] == 2
     relu_fused = not isinstance(act, nn.Identity) and dims != 3  # 3-d: by saturation, no post-op
-    assert (onednn_conv_relu in targets or Q.conv2d_relu.new in targets) == relu_fused
+    assert (onednn_conv_relu in targets or conv2d_relu in targets) == relu_fused
     with torch.no_grad():
         ref, out = q(x), low(x)
     # bit-exact int8 values (the float output is the dequantized last int8 value)
@@ -155,3 +154,83 @@ def test_asymmetric_weights_stay_in_float_for_onednn():
     assert A.conv1d.default in [n.target for n in low.graph.nodes]
     with torch.no_grad():
         torch.testing.assert_close(low(x), q(x), rtol=0, atol=1e-5)
+
+
+class PadThenConv(nn.Module):
+    """EfficientNet-Lite style: conv -> relu6 -> asymmetric zero pad -> strided conv -> relu6."""
+
+    def __init__(self, pad: list[int], kernel: int, depthwise: bool) -> None:
+        super().__init__()
+        self.pad = pad
+        self.expand = nn.Conv2d(3, 16, 1)
+        self.conv = nn.Conv2d(16, 16, kernel, stride=2, groups=16 if depthwise else 1)
+        self.project = nn.Conv2d(16, 8, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = nn.functional.relu6(self.expand(x))
+        return self.project(nn.functional.relu6(self.conv(nn.functional.pad(y, self.pad))))
+
+
+class PaddedStem(nn.Module):
+    """TF-style padded image stem: pad(image) -> strided conv -> relu6 -> 1x1 conv."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem, self.project = nn.Conv2d(3, 8, 3, stride=2), nn.Conv2d(8, 8, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.project(nn.functional.relu6(self.stem(nn.functional.pad(x, [0, 1, 0, 1]))))
+
+
+def _x86_converted(model: nn.Module, x: torch.Tensor) -> GraphModule:
+    from fxquant.pt2e.quantizer.x86_inductor_quantizer import (
+        X86InductorQuantizer,
+        get_default_x86_inductor_quantization_config,
+    )
+
+    torch.manual_seed(0)
+    quantizer = X86InductorQuantizer().set_global(get_default_x86_inductor_quantization_config())
+    gm = prepare_pt2e(export(model.eval(), x), quantizer)
+    with torch.no_grad():
+        for _ in range(3):
+            gm(torch.randn_like(x))
+    return convert_pt2e(gm)
+
+
+@pytest.mark.parametrize(
+    ("pad", "kernel", "depthwise", "absorbed"),
+    [([0, 1, 0, 1], 3, True, True), ([1, 2, 1, 2], 5, True, True), ([2, 1, 0, 1], 3, True, True),
+     ([0, 1, 0, 1], 3, False, False)],
+    ids=["tf_k3_depthwise", "tf_k5_depthwise", "wider_left_depthwise", "tf_k3_dense_keeps_pad"],
+)
+def test_zero_pad_before_a_depthwise_conv_becomes_its_padding_bit_exact(pad, kernel, depthwise, absorbed, monkeypatch):
+    from fxquant.lowering.kernels import zero_pad
+    from fxquant.lowering.rules import conv as conv_rules
+
+    x = torch.randn(1, 3, 13, 13) * 2
+    q = _x86_converted(PadThenConv(pad, kernel, depthwise), x)
+    low = lower_to_int8(q)
+    targets = [n.target for n in low.graph.nodes if n.op == "call_function"]
+    assert targets.count(zero_pad) == (0 if absorbed else 1)
+    assert targets.count(conv2d_relu) == 2 and A.pad.default not in targets
+    monkeypatch.setattr(conv_rules, "_absorb_zero_pad", lambda m: None)
+    padded = lower_to_int8(q)
+    assert [n.target for n in padded.graph.nodes].count(zero_pad) == 1
+    for scale in (1.0, 3.0):
+        with torch.no_grad():
+            assert torch.equal(low(x * scale), padded(x * scale))  # the same integers, bit for bit
+
+
+def test_zero_pad_of_the_image_before_the_stem_conv_becomes_its_padding_bit_exact(monkeypatch):
+    from fxquant.lowering.kernels import zero_pad
+    from fxquant.lowering.rules import conv as conv_rules
+
+    x = torch.randn(1, 3, 16, 16)
+    q = _x86_converted(PaddedStem(), x)
+    low = lower_to_int8(q)
+    assert zero_pad not in [n.target for n in low.graph.nodes]
+    monkeypatch.setattr(conv_rules, "_absorb_zero_pad", lambda m: None)
+    padded = lower_to_int8(q)
+    assert zero_pad in [n.target for n in padded.graph.nodes]
+    with torch.no_grad():
+        assert torch.equal(low(x), padded(x))

@@ -8,8 +8,10 @@ import torch
 
 from fxquant.lowering.kernels import (
     HAS_ONEDNN,
+    conv2d,
     conv2d_add,
     conv2d_add_relu,
+    conv2d_relu,
     int_view,
     onednn_conv,
     onednn_conv_relu,
@@ -54,6 +56,44 @@ def test_fused_conv_add_is_exact_and_restores_the_engine(relu):
     total = torch.nn.functional.conv2d(x.dequantize(), weight.dequantize(), bias, 1, 1) + y.dequantize()
     expected = torch.quantize_per_tensor(total.relu() if relu else total, 0.3, 100, torch.quint8)
     assert torch.equal(out.int_repr(), expected.int_repr())
+
+
+def _conv_case(groups: int = 1):
+    x = qtensor((1, 8, 7, 7), 0.05, 128, channels_last=True)
+    weight = torch.quantize_per_channel(torch.randn(8, 8 // groups, 3, 3), torch.rand(8).double() * 0.01 + 0.005,
+                                        torch.zeros(8, dtype=torch.long), 0, torch.qint8)
+    return x, pack_conv2d(weight, torch.randn(8), [1, 1], [1, 1], [1, 1], groups)
+
+
+@pytest.mark.parametrize("groups", [1, 8], ids=["dense", "depthwise"])
+@pytest.mark.parametrize("relu", [False, True], ids=["conv", "conv_relu"])
+def test_conv_wrappers_equal_the_bare_ops(relu, groups):
+    x, packed = _conv_case(groups)
+    op = torch.ops.quantized.conv2d_relu.new if relu else torch.ops.quantized.conv2d.new
+    out = (conv2d_relu if relu else conv2d)(x, packed, 0.07, 3)
+    expected = op(x, packed, 0.07, 3)
+    assert torch.equal(out.int_repr(), expected.int_repr())
+    assert (out.q_scale(), out.q_zero_point()) == (0.07, 3)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_conv_wrappers_leave_torch_function_enabled():
+    # the packed weight's __torch_function__ probe is skipped for the call only
+    x, packed = _conv_case()
+    for wrapper in (conv2d, conv2d_relu):
+        wrapper(x, packed, 0.07, 3)
+        assert torch._C._is_torch_function_enabled()
+    for wrapper in (conv2d_add, conv2d_add_relu):
+        wrapper(x, x.clone(), packed, 0.07, 3)
+        assert torch._C._is_torch_function_enabled()
+
+
+def test_conv2d_add_restores_the_engine_after_an_error():
+    x, packed = _conv_case()
+    engine = torch.backends.quantized.engine
+    with pytest.raises(RuntimeError):
+        conv2d_add(x, None, packed, 0.3, 100)  # type: ignore[arg-type]  # no residual: refused
+    assert torch.backends.quantized.engine == engine
 
 
 def test_engine_is_restored_after_an_error():

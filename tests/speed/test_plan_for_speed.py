@@ -49,7 +49,7 @@ def test_a_non_quantizer_is_a_clear_error():
 
 
 def _int8_conv_kernels(gm) -> int:
-    targets = {torch.ops.quantized.conv2d.new, torch.ops.quantized.conv2d_relu.new,
+    targets = {lowering_kernels.conv2d, lowering_kernels.conv2d_relu,
                lowering_kernels.conv2d_add, lowering_kernels.conv2d_add_relu}
     return sum(1 for n in gm.graph.nodes if n.op == "call_function" and n.target in targets)
 

@@ -21,8 +21,10 @@ from torch.fx.node import map_arg
 
 from fxquant.lowering.kernels import (
     HAS_ONEDNN,
+    conv2d,
     conv2d_add,
     conv2d_add_relu,
+    conv2d_relu,
     onednn_conv,
     onednn_conv_relu,
     pack_conv2d,
@@ -218,7 +220,7 @@ def _conv2d(unit: OpUnit, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Int8
     if add is not None:
         return add
     relu = _relu_folded(unit)
-    op = torch.ops.quantized.conv2d_relu if relu else torch.ops.quantized.conv2d
+    op = conv2d_relu if relu else conv2d  # what the lowering calls (see lowering.kernels)
     first = functools.partial(op, qx, packed, _ACT_SCALE, _ACT_ZERO_POINT)
     return _with_post_ops(unit, first, "quantized.conv2d_relu" if relu else "quantized.conv2d", int(relu))
 

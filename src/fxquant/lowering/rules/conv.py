@@ -1,7 +1,13 @@
 """Rules lowering int8 convolutions to oneDNN kernels with pre-packed weights.
 
 * ``conv2d``:  ``q(act?(conv2d(dq(x), dq(W), b)))`` -> ``quantized::conv2d[_relu](x, packed)``
-  where ``act`` is relu, or relu6 when the output range makes the fusion exact.
+  where ``act`` is relu, or relu6 when the output range makes the fusion exact, called
+  through :func:`fxquant.lowering.kernels.conv2d` / ``conv2d_relu`` (the same op, without a
+  7 us probe of the packed weight per call). A depthwise conv reading a ``zero_pad`` of its
+  input (TF-style asymmetric "same" padding, as before EfficientNet-Lite's strided
+  depthwise convs) reads the input itself: the pad becomes the kernel's symmetric padding
+  plus zero taps on the side that pads less (bit-exact; saves the padded copy). The same for
+  an image stem (at most 4 input channels) reading a padded image.
 * ``conv2d_add``: ``q(relu?(conv2d(dq(x), dq(W), b) + dq(y)))`` -> oneDNN's
   ``quantized::conv2d_add[_relu](x, y, packed)`` (see :mod:`fxquant.lowering.kernels`). The
   kernel accumulates into ``y``'s buffer when it is channels-last: ``y`` is cloned first
@@ -31,12 +37,15 @@ from torch.fx import GraphModule, Node
 from fxquant.lowering.graph import add_constant, constant_value, qmeta, set_qmeta
 from fxquant.lowering.kernels import (
     HAS_ONEDNN,
+    conv2d,
     conv2d_add,
     conv2d_add_relu,
+    conv2d_relu,
     onednn_conv,
     onednn_conv_relu,
     pack_conv2d,
     pack_onednn_conv,
+    zero_pad,
 )
 from fxquant.lowering.rule import (
     LoweringRule,
@@ -53,7 +62,6 @@ from fxquant.lowering.weights import quantized_weight
 __all__ = ["CONV_RULES"]
 
 A = torch.ops.aten
-Q = torch.ops.quantized
 logger = logging.getLogger(__name__)
 _SPATIAL_DIMS = {A.conv1d.default: 1, A.conv2d.default: 2, A.conv3d.default: 3}
 
@@ -95,6 +103,7 @@ def _conv2d_operands(conv: object, gm: GraphModule) -> Match | None:
     m = _conv_weight(conv, (A.conv2d.default,), gm)
     if m is None:
         return None
+    m = _absorb_zero_pad(m) or m
     try:
         packed = pack_conv2d(m["weight"], m["bias"], *m["geometry"])
     except RuntimeError as e:  # the kernel library refuses this weight (e.g. asymmetric)
@@ -102,6 +111,60 @@ def _conv2d_operands(conv: object, gm: GraphModule) -> Match | None:
         logger.debug("%s stays in float: %s", conv.format_node(), e)
         return None
     return {"x": m["x"], "packed": packed}
+
+
+# a conv with at most this many input channels (an image stem) reads its input unpadded too:
+# its input is the NCHW image, which the kernel turns channels-last itself; padding it
+# first costs a second transposing copy (Lite0's 3x224x224 stem: 0.09-0.14 ms less)
+_STEM_CHANNELS = 4
+
+
+def _absorb_zero_pad(m: Match) -> Match | None:
+    """For a depthwise or image-stem conv (no padding of its own, no dilation; see
+    ``_STEM_CHANNELS``) reading ``zero_pad(x, pad)`` only, the same conv on ``x`` itself: an
+    asymmetric pad ``(lo, hi)`` of a dim is the symmetric padding ``max(lo, hi)`` with
+    ``|hi - lo|`` zero taps added to the kernel on the side that pads less (TF-style "same" padding before a strided conv, as in EfficientNet-
+    Lite: ``(0, 1)`` around a 3x3 kernel becomes padding 1 around a 4x4 kernel whose first
+    row and column are 0). The integer sums are the same, so are the outputs, bit for bit;
+    the pad's copy of the activations is saved (at Lite0's shapes the larger depthwise kernel
+    costs less than the pad). None when this does not apply."""
+    x, weight = m["x"], m["weight"]
+    stride, padding, dilation, groups = m["geometry"]
+    if not (isinstance(x, Node) and x.op == "call_function" and x.target is zero_pad):
+        return None
+    if len(x.users) != 1 or any(len(dq.users) != 1 for dq in x.users):  # read by this conv only
+        return None
+    source, pad = x.args
+    if not isinstance(source, Node) or not isinstance(pad, (list, tuple)) or len(pad) != 4:
+        return None
+    sides = [v for v in pad if isinstance(v, int)]
+    if len(sides) != 4:
+        return None
+    out_channels, in_channels = weight.shape[0], weight.shape[1] * groups
+    depthwise = groups > 1 and weight.shape[1] == 1 and out_channels == groups
+    if not (depthwise or in_channels <= _STEM_CHANNELS):
+        return None
+    if any(padding) or any(d != 1 for d in dilation) or min(sides) < 0:
+        return None
+    if bool(_weight_zero_points(weight).ne(0).any()):  # added taps must be real zeros
+        return None
+    left, right, top, bottom = sides
+    taps = [max(right - left, 0), max(left - right, 0), max(bottom - top, 0), max(top - bottom, 0)]
+    ints = torch.nn.functional.pad(weight.int_repr(), taps)  # F.pad order: W front/back, H front/back
+    if weight.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric):
+        wider = torch._make_per_channel_quantized_tensor(
+            ints, weight.q_per_channel_scales(), weight.q_per_channel_zero_points(), weight.q_per_channel_axis()
+        )
+    else:
+        wider = torch._make_per_tensor_quantized_tensor(ints, weight.q_scale(), weight.q_zero_point())
+    geometry = (stride, [max(top, bottom), max(left, right)], dilation, groups)
+    return {**m, "x": source, "weight": wider, "geometry": geometry}
+
+
+def _weight_zero_points(weight: torch.Tensor) -> torch.Tensor:
+    if weight.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric):
+        return weight.q_per_channel_zero_points()
+    return torch.tensor([weight.q_zero_point()])
 
 
 def _onednn_operands(conv: object, gm: GraphModule) -> Match | None:
@@ -144,7 +207,7 @@ def _match_conv(node: Node, gm: GraphModule) -> Match | None:
 
 
 def _rewrite_conv(node: Node, m: Match, gm: GraphModule) -> Node:
-    kernel = Q.conv2d_relu.new if m["relu"] else Q.conv2d.new
+    kernel = conv2d_relu if m["relu"] else conv2d
     return call_packed_kernel(node, gm, kernel, m["x"], m["packed"], "packed_conv")
 
 
@@ -220,7 +283,7 @@ _QUANTIZE = frozenset({A.quantize_per_tensor.default})
 
 CONV_RULES: tuple[LoweringRule, ...] = (
     LoweringRule(name="conv2d", anchors=_QUANTIZE, match=_match_conv, rewrite=_rewrite_conv,
-                 doc="q(act?(conv2d(dq x, dq W))) -> quantized::conv2d[_relu]"),
+                 doc="q(act?(conv2d(dq x, dq W))) -> kernels.conv2d[_relu] (quantized::conv2d[_relu])"),
     LoweringRule(name="conv2d_add", anchors=_QUANTIZE, match=_match_conv_add,
                  rewrite=_rewrite_conv_add,
                  doc="q(relu?(conv2d(dq x, dq W) + dq y)) -> quantized::conv2d_add[_relu]"),
