@@ -7,6 +7,11 @@ calls on torch-level patterns); 2 int8 GEMMs with float outputs; 3 weights of op
 float to constants. Each rule names the dialects it serves (``Dialect.PT2E`` for
 ``convert_pt2e``'s exported graphs, ``Dialect.FX`` for ``convert_fx``'s); the boundary rules
 ``dequantize`` and ``requantize`` serve both.
+
+Not in the table: :data:`fxquant.lowering.rules.int8_matmul.INT8_MATMUL_RULES` (attention
+whose matmuls were quantized, on int8 GEMMs), measured no faster on x86 than the default
+recipe's fused float attention (``benchmarks/int8_attention.py``); pass
+``rules=(*INT8_RULES, *INT8_MATMUL_RULES)`` to ``lower_to_int8`` to use them.
 """
 
 from __future__ import annotations

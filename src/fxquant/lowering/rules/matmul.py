@@ -19,7 +19,7 @@ from torch.fx import GraphModule, Node
 
 from fxquant.lowering.rule import LoweringRule, Match, arg, sole_user_is
 
-__all__ = ["MATMUL_RULES"]
+__all__ = ["MATMUL_RULES", "mask_splits", "scaled_by", "softmax_input"]
 
 A = torch.ops.aten
 _SOFTMAX = frozenset({A.softmax.int, A._softmax.default})
@@ -36,7 +36,7 @@ def _is_float32_4d(node: object) -> bool:
     return value is not None and value.dim() == 4 and value.dtype == torch.float32
 
 
-def _softmax_input(node: object) -> Node | None:
+def softmax_input(node: object) -> Node | None:
     """``x`` of ``softmax(x, -1)`` in float32 (no dtype change), else None."""
     if not isinstance(node, Node) or node.target not in _SOFTMAX:
         return None
@@ -51,7 +51,7 @@ def _softmax_input(node: object) -> Node | None:
     return x if isinstance(x, Node) else None
 
 
-def _mask_splits(scores: Node) -> list[tuple[Node, Node | None]]:
+def mask_splits(scores: Node) -> list[tuple[Node, Node | None]]:
     """The readings ``(s, mask)`` of ``scores``: ``s + mask`` with a float32 mask either
     way round (the caller keeps the one whose ``s`` is the scaled ``q @ kᵀ``), and
     ``(scores, None)``."""
@@ -66,7 +66,7 @@ def _mask_splits(scores: Node) -> list[tuple[Node, Node | None]]:
     return [*splits, (scores, None)]
 
 
-def _scale(scores: Node) -> tuple[Node, float | None]:
+def scaled_by(scores: Node) -> tuple[Node, float | None]:
     """``(s, c)`` for ``scores = s * c`` or ``s / (1 / c)`` with a number ``c``."""
     if scores.target not in (A.mul.Tensor, A.div.Tensor, A.mul.Scalar, A.div.Scalar):
         return scores, None
@@ -88,13 +88,13 @@ def _key(key_t: object) -> Node | None:
 
 def _match_attention(node: Node, gm: GraphModule) -> Match | None:
     probs, value = node.args[0], node.args[1] if len(node.args) > 1 else None
-    scores = _softmax_input(probs)
+    scores = softmax_input(probs)
     if scores is None or not isinstance(probs, Node):
         return None
     if not sole_user_is(probs, node) or not sole_user_is(scores, probs):
         return None
-    for masked, mask in _mask_splits(scores):
-        s, scale = _scale(masked)
+    for masked, mask in mask_splits(scores):
+        s, scale = scaled_by(masked)
         # each op of the chain was checked to be read by the next one only
         if s.target != A.matmul.default or len(s.args) != 2:
             continue
