@@ -46,6 +46,7 @@ from fxquant.observers.granularity import (
     PerToken,
     get_block_size,
 )
+from fxquant.observers.greedy_histogram import GreedyHistogramObserver
 from fxquant.observers.histogram import HistogramObserver
 from fxquant.observers.minmax import (
     MinMaxObserver,
@@ -75,6 +76,7 @@ __all__ = [
     "AffineQuantizedPlaceholderObserver",
     "FixedQParamsObserver",
     "Granularity",
+    "GreedyHistogramObserver",
     "HistogramObserver",
     "MappingType",
     "MinMaxObserver",

@@ -47,6 +47,10 @@ class ConvNet(nn.Module):
         return self.fc2(y) + y
 
 
+# Our observers that compute upstream's qparams from upstream's statistics (bit for bit).
+_UPSTREAM_NAMES = {"GreedyHistogramObserver": "HistogramObserver"}
+
+
 def _observers(gm: torch.fx.GraphModule) -> list[tuple[object, ...]]:
     """(observed node, its readers, observer kind) for every observer call of ``gm``."""
     rows = []
@@ -59,7 +63,7 @@ def _observers(gm: torch.fx.GraphModule) -> list[tuple[object, ...]]:
         kind = (
             (str(observer.dtype), str(observer.qscheme), getattr(observer, "ch_axis", None))
             if is_weight and type(observer).__name__ != "FusedMovingAvgObsFakeQuantize"
-            else type(observer).__name__
+            else _UPSTREAM_NAMES.get(type(observer).__name__, type(observer).__name__)
         )
         rows.append((source.name, tuple(sorted(u.name for u in node.users)), kind))
     return sorted(rows)
