@@ -111,5 +111,5 @@ def test_minilm_linear_quantization(minilm, is_dynamic):
         out = q(ids, mask)
     cosine = mean_cosine(reference, out)
     print(f"MiniLM-L6 X86 {'dynamic' if is_dynamic else 'static'}: mean embedding cosine {cosine:.4f}")
-    # measured: 0.9939 static, 0.9932 dynamic
+    # measured: 0.9944 static, 0.9932 dynamic
     assert cosine >= 0.99
