@@ -45,6 +45,7 @@ from fxquant.observers import (
     PerChannelMinMaxObserver,
     PlaceholderObserver,
 )
+from fxquant.observers.greedy_histogram import GreedyHistogramObserver
 from fxquant.pt2e.quantizer.output_aware_observer import (
     PerChannelOutputMSEObserver,
     link_output_aware_weight_observers,
@@ -67,7 +68,6 @@ from fxquant.pt2e.quantizer.quantizer import (
 )
 from fxquant.pt2e.quantizer.utils import ANNOTATION_KEY, get_annotation, get_module_name_filter
 from fxquant.pt2e.utils import _conv_bn_chain, _is_constant_node
-from fxquant.observers.greedy_histogram import GreedyHistogramObserver
 
 __all__ = [
     "QUANT_ANNOTATION_KEY",
