@@ -13,6 +13,9 @@ from fxquant.lowering.kernels import (
     conv2d_add_relu,
     conv2d_relu,
     int_view,
+    linear,
+    linear_dynamic,
+    linear_relu,
     onednn_conv,
     onednn_conv_relu,
     onednn_engine,
@@ -86,6 +89,29 @@ def test_conv_wrappers_leave_torch_function_enabled():
     for wrapper in (conv2d_add, conv2d_add_relu):
         wrapper(x, x.clone(), packed, 0.07, 3)
         assert torch._C._is_torch_function_enabled()
+
+
+@pytest.mark.parametrize("relu", [False, True], ids=["linear", "linear_relu"])
+def test_linear_wrappers_equal_the_bare_ops_and_leave_torch_function_enabled(relu):
+    x = qtensor((5, 16), 0.05, 128)
+    weight = torch.quantize_per_channel(torch.randn(8, 16), torch.rand(8).double() * 0.01 + 0.005,
+                                        torch.zeros(8, dtype=torch.long), 0, torch.qint8)
+    packed = torch.ops.quantized.linear_prepack(weight, torch.randn(8))
+    op = torch.ops.quantized.linear_relu.default if relu else torch.ops.quantized.linear.default
+    out = (linear_relu if relu else linear)(x, packed, 0.07, 3)
+    assert torch.equal(out.int_repr(), op(x, packed, 0.07, 3).int_repr())
+    assert (out.q_scale(), out.q_zero_point()) == (0.07, 3)
+    assert torch._C._is_torch_function_enabled()
+
+
+@pytest.mark.parametrize("reduce_range", [False, True], ids=["full_range", "reduce_range"])
+def test_dynamic_linear_wrapper_equals_the_bare_op(reduce_range):
+    x = torch.randn(6, 16)
+    weight = torch.quantize_per_tensor(torch.randn(8, 16) * 0.1, 0.004, 0, torch.qint8)
+    packed = torch.ops.quantized.linear_prepack(weight, None)
+    expected = torch.ops.quantized.linear_dynamic.default(x, packed, reduce_range)
+    assert torch.equal(linear_dynamic(x, packed, reduce_range), expected)
+    assert torch._C._is_torch_function_enabled()
 
 
 def test_conv2d_add_restores_the_engine_after_an_error():

@@ -14,7 +14,7 @@ from pt2e_helpers import ACT, WEIGHT, A, FnQuantizer
 from torch import nn
 from torch.fx import GraphModule
 
-from fxquant.lowering import lower_to_int8, lowering_report
+from fxquant.lowering import kernels, lower_to_int8, lowering_report
 from fxquant.lowering.rules.linear import (
     HAS_ONEDNN_LINEAR,
     OneDNNLinearWeight,
@@ -164,6 +164,8 @@ def test_dynamic_linear_before_gelu_takes_the_onednn_gemm_and_others_stay_dynami
     applied = dict(lowering_report(low).applied)
     assert applied == {"linear_gelu_float_out": 1, "linear_dynamic": 2}
     targets = [n.target for n in low.graph.nodes if n.op == "call_function"]
+    # the dynamic kernel without the packed weight's __torch_function__ probe
+    assert targets.count(kernels.linear_dynamic) == 2
     assert targets.count(A.quantize_per_tensor_dynamic.default) == 1
     assert A.gelu.default not in targets and torch.ops.quantized_decomposed.choose_qparams.tensor not in targets
     with torch.no_grad():
@@ -171,3 +173,37 @@ def test_dynamic_linear_before_gelu_takes_the_onednn_gemm_and_others_stay_dynami
     # parameters chosen per call by the kernels (min/max, as choose_qparams): a value may
     # round one step apart
     assert_sqnr(expected, got, min_db=35)
+
+
+class ReLUMLP(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(32, 24), nn.Linear(24, 16)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(torch.relu(self.fc1(x)))
+
+
+def test_static_int8_linears_call_the_kernel_wrappers_with_the_bare_ops_numbers():
+    from fxquant.pt2e.quantizer.x86_inductor_quantizer import (
+        X86InductorQuantizer,
+        get_default_x86_inductor_quantization_config,
+    )
+
+    torch.manual_seed(0)
+    x = torch.randn(4, 32)
+    quantizer = X86InductorQuantizer().set_global(get_default_x86_inductor_quantization_config())
+    prepared = prepare_pt2e(torch.export.export(ReLUMLP().eval(), (x,)).module(), quantizer)
+    with torch.no_grad():
+        for _ in range(4):
+            prepared(torch.randn_like(x))
+    low = lower_to_int8(convert_pt2e(prepared))
+    targets = [n.target for n in low.graph.nodes if n.op == "call_function"]
+    assert targets.count(kernels.linear_relu) == 1
+    bare = copy.deepcopy(low)
+    for node in bare.graph.nodes:
+        if node.target is kernels.linear_relu:
+            node.target = torch.ops.quantized.linear_relu.default
+    bare.recompile()
+    with torch.no_grad():
+        assert torch.equal(low(x), bare(x))

@@ -13,7 +13,14 @@ from torch.fx import GraphModule
 
 from fxquant import MinMaxObserver
 from fxquant.lowering import LoweringReport, lower_to_int8, lowering_report
-from fxquant.lowering.kernels import conv2d_add, conv2d_add_relu, conv2d_relu, zero_pad
+from fxquant.lowering.kernels import (
+    conv2d_add,
+    conv2d_add_relu,
+    conv2d_relu,
+    linear_dynamic,
+    linear_relu,
+    zero_pad,
+)
 from fxquant.lowering.rules.linear import HAS_ONEDNN_LINEAR, onednn_linear
 from fxquant.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 from fxquant.pt2e.quantizer import QuantizationSpec, Quantizer
@@ -256,7 +263,7 @@ def test_static_linears_chain_in_int8_with_fused_relu():
     x = torch.randn(8, 16)
     _q, low, ref, out = lowered_and_outputs(MLP(), x)
     targets = call_targets(low)
-    assert targets.count(Q.linear_relu.default) == 2
+    assert targets.count(linear_relu) == 2
     assert targets.count(FLOAT_OUT_LINEAR) == 1
     assert not FLOAT_COMPUTE & set(targets)
     torch.testing.assert_close(out, ref, rtol=0, atol=1e-5)
@@ -266,7 +273,7 @@ def test_dynamic_linears_become_the_dynamic_kernel():
     x = torch.randn(8, 16)
     _q, low, ref, out = lowered_and_outputs(MLP(), x, x86(is_dynamic=True))
     targets = call_targets(low)
-    assert targets.count(Q.linear_dynamic.default) == 3
+    assert targets.count(linear_dynamic) == 3
     assert QD.choose_qparams.tensor not in targets and A.linear.default not in targets
     # the kernel chooses its own (equivalent) per-batch parameters
     torch.testing.assert_close(out, ref, rtol=0.02, atol=0.02)

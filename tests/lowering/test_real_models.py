@@ -7,6 +7,7 @@ import pytest
 import torch
 from pt2e_helpers import QD
 
+from fxquant.lowering import kernels as int8_kernels
 from fxquant.lowering import lower_to_int8, lowering_report
 from fxquant.lowering.rules.linear import onednn_linear, onednn_linear_add
 from fxquant.metrics import mean_cosine, sqnr, top1_agreement
@@ -74,7 +75,8 @@ def test_minilm_lowered_keeps_the_cosine_floor(is_dynamic):
         q = convert_pt2e(gm)
         lowered = lower_to_int8(q)
         reference, qdq, out = model(ids, mask), q(ids, mask), lowered(ids, mask)
-    int8_linears = {onednn_linear, onednn_linear_add}
+    int8_linears = {onednn_linear, onednn_linear_add, int8_kernels.linear, int8_kernels.linear_relu,
+                    int8_kernels.linear_dynamic}
     kernels = [n.target for n in lowered.graph.nodes
                if str(n.target).startswith("quantized.") or n.target in int8_linears]
     assert len(kernels) == 36  # every linear

@@ -21,14 +21,12 @@ between a quantized tensor and its ``uint8``/``int8`` integers without a copy, a
 in isolation, more inside a model; see :mod:`fxquant.lowering.rules.conv`).
 
 Every kernel taking a packed weight is called through a wrapper here (:func:`conv2d`,
-:func:`conv2d_relu`, :func:`conv2d_add`, ...), not as the bare op: calling a torch op from
-Python probes each argument that is not a tensor or a plain Python value for a
-``__torch_function__`` override, and for a packed weight (a ``torch.ScriptObject``) that
-lookup fails inside TorchScript's attribute access by throwing and catching a C++ exception,
-about 7 us per call, as much as a small convolution's own work. Inside
-``torch._C.DisableTorchFunctionSubclass`` the probe is skipped (torch function *modes* still
-apply; the arguments are plain quantized tensors and the packed weight). On EfficientNet-
-Lite0 at batch 1 (49 packed-weight calls) this is 0.6-0.7 ms of 4.2 ms.
+:func:`conv2d_relu`, :func:`conv2d_add`, :func:`linear`, :func:`linear_dynamic`, ...), not as
+the bare op: the bare call probes the packed weight (a ``torch.ScriptObject``) for a
+``__torch_function__`` override, about 7 us per call, as much as a small convolution's own
+work (see :mod:`fxquant.nn.packed_call`, shared with the quantized modules of
+:mod:`fxquant.nn`). On EfficientNet-Lite0 at batch 1 (49 packed-weight calls) this is
+0.6-0.7 ms of 4.2 ms.
 
 ``torch.nn.functional.pad`` of a quantized tensor goes through a float fill and copy (about
 20x slower than needed): :func:`zero_pad` fills a channels-last buffer with the zero point
@@ -43,6 +41,8 @@ from collections.abc import Callable, Iterator, Sequence
 
 import torch
 
+from fxquant.nn.packed_call import native_op, no_subclass_probe
+
 __all__ = [
     "HAS_ONEDNN",
     "OnednnConv",
@@ -51,6 +51,9 @@ __all__ = [
     "conv2d_add_relu",
     "conv2d_relu",
     "int_view",
+    "linear",
+    "linear_dynamic",
+    "linear_relu",
     "onednn_conv",
     "onednn_conv_relu",
     "onednn_engine",
@@ -66,13 +69,16 @@ HAS_ONEDNN = "onednn" in torch.backends.quantized.supported_engines and torch.ba
 # the quantized engine's id (torch.backends.quantized.engine's setter maps names to ids on
 # every assignment, ~2 us; the ids are fixed for the process)
 _ONEDNN_ENGINE_ID = torch.backends.quantized._get_qengine_id("onednn") if HAS_ONEDNN else -1
-_NO_SUBCLASS_PROBE = torch._C.DisableTorchFunctionSubclass  # see the module docstring
+_NO_SUBCLASS_PROBE = no_subclass_probe  # see the module docstring
 # the C++ operators behind the overloads (``OpOverload.__call__`` is one more Python frame
 # around them, ~1.4 us a call)
-_CONV2D = Q.conv2d.new._op
-_CONV2D_RELU = Q.conv2d_relu.new._op
-_CONV2D_ADD = Q.conv2d_add.default._op
-_CONV2D_ADD_RELU = Q.conv2d_add_relu.default._op
+_CONV2D = native_op(Q.conv2d.new)
+_CONV2D_RELU = native_op(Q.conv2d_relu.new)
+_CONV2D_ADD = native_op(Q.conv2d_add.default)
+_CONV2D_ADD_RELU = native_op(Q.conv2d_add_relu.default)
+_LINEAR = native_op(Q.linear.default)
+_LINEAR_RELU = native_op(Q.linear_relu.default)
+_LINEAR_DYNAMIC = native_op(Q.linear_dynamic.default)
 _INTS = {torch.quint8: torch.uint8, torch.qint8: torch.int8}
 _QTYPES = {torch.uint8: torch.quint8, torch.int8: torch.qint8}
 
@@ -205,6 +211,26 @@ def conv2d_relu(x: torch.Tensor, packed: object, scale: float, zero_point: int) 
     """``quantized::conv2d_relu``: ``quantize(relu(conv2d(x)))`` (see :func:`conv2d`)."""
     with _NO_SUBCLASS_PROBE():
         return _CONV2D_RELU(x, packed, scale, zero_point)
+
+
+def linear(x: torch.Tensor, packed: object, scale: float, zero_point: int) -> torch.Tensor:
+    """``quantized::linear``: ``quantize(linear(x))`` with weights packed by
+    ``quantized::linear_prepack``, without the packed weight's probe (see :func:`conv2d`)."""
+    with _NO_SUBCLASS_PROBE():
+        return _LINEAR(x, packed, scale, zero_point)
+
+
+def linear_relu(x: torch.Tensor, packed: object, scale: float, zero_point: int) -> torch.Tensor:
+    """``quantized::linear_relu``: ``quantize(relu(linear(x)))`` (see :func:`linear`)."""
+    with _NO_SUBCLASS_PROBE():
+        return _LINEAR_RELU(x, packed, scale, zero_point)
+
+
+def linear_dynamic(x: torch.Tensor, packed: object, reduce_range: bool = False) -> torch.Tensor:
+    """``quantized::linear_dynamic``: float ``x`` quantized per call (min/max parameters),
+    int8 GEMM with the packed weight, float result (see :func:`linear`)."""
+    with _NO_SUBCLASS_PROBE():
+        return _LINEAR_DYNAMIC(x, packed, reduce_range)
 
 
 def conv2d_add(

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import copy
+import io
+import pickle
+from collections.abc import Callable
+
 import pytest
 import torch
 import torch.ao.nn.intrinsic as up_nni
@@ -23,6 +28,7 @@ from nn.quantized.oracle import (
 import fxquant
 import fxquant.nn.quantized as nnq
 from fxquant.nn._errors import QuantizedInputError
+from fxquant.nn.quantized.conv import packs_for_onednn
 from fxquant.nn.quantized.utils import FromFloatError
 
 # (id, class name, float constructor, input shape)
@@ -183,3 +189,180 @@ def test_from_float_rejects_other_module_types():
                               torch.randn(1, 4, 5, 5))
     with pytest.raises(FromFloatError, match="Conv1d"):
         nnq.Conv1d.from_float(ours_f)
+
+
+# ---- depthwise convolutions packed for oneDNN under x86 (packs_for_onednn) ----------------
+# 112 groups: above the 100 up to which torch's x86 engine already picks oneDNN itself; stride
+# 2 without padding (EfficientNet-Lite0's TF-padded shape): fbgemm's slow generic loop
+DW = 112
+
+
+def _dw_weight(channels: int = DW, kernel: int = 3, zero_point: int = 0) -> torch.Tensor:
+    w = torch.randn(channels, 1, kernel, kernel, generator=torch.Generator().manual_seed(0))
+    return torch.quantize_per_channel(
+        w, w.abs().amax((1, 2, 3)) / 127, torch.full((channels,), zero_point, dtype=torch.long), 0, torch.qint8
+    )
+
+
+def _dw_input(size: int = 13, channels: int = DW) -> torch.Tensor:
+    x = torch.randn(1, channels, size, size, generator=torch.Generator().manual_seed(1)).relu() * 3
+    return torch.quantize_per_tensor(x, 0.03, 0, torch.quint8)
+
+
+@pytest.fixture
+def pack_engines(monkeypatch):
+    """The quantized engine current at each prepack call of Conv2d / ConvReLU2d."""
+    seen: list[str] = []
+    real = torch.ops.quantized.conv2d_prepack
+
+    def recording(*args):
+        seen.append(torch.backends.quantized.engine)
+        return real(*args)
+
+    for klass in (nnq.Conv2d, fxquant.nn.intrinsic.quantized.ConvReLU2d):
+        monkeypatch.setattr(klass, "_PREPACK", recording)
+    return seen
+
+
+def _dw_module(cls: type = nnq.Conv2d, stride: int = 2, padding: int = 0) -> torch.nn.Module:
+    with quantized_engine("x86"):
+        m = cls(DW, DW, 3, stride, padding, groups=DW)
+        m.set_weight_bias(_dw_weight(), torch.linspace(-1, 1, DW))
+    m.scale, m.zero_point = 0.0625, 64  # exact in float32, as state_dict stores it
+    return m
+
+
+def _conv(stride: int = 2, padding: int = 0, dilation: int = 1, groups: int = DW) -> tuple:
+    return ((stride, stride), (padding, padding), (dilation, dilation), groups)
+
+
+@pytest.mark.parametrize(
+    ("case", "weight", "conv", "ndim", "engine", "expected"),
+    [
+        ("dw_s2_unpadded_x86", lambda: _dw_weight(), _conv(), 2, "x86", True),
+        ("dw_s1_unpadded_x86", lambda: _dw_weight(), _conv(1, 0), 2, "x86", True),
+        ("dw_5x5_s2_unpadded_x86", lambda: _dw_weight(kernel=5), _conv(), 2, "x86", True),
+        ("dw_groups_not_multiple_of_8", lambda: _dw_weight(116), _conv(1, 1, groups=116), 2, "x86", True),
+        ("dw_dilated", lambda: _dw_weight(), _conv(1, 2, 2), 2, "x86", True),
+        ("dw_small_unpadded_x86", lambda: _dw_weight(8), _conv(groups=8), 2, "x86", True),
+        ("dw_fbgemm_fast_s1_same_padding", lambda: _dw_weight(), _conv(1, 1), 2, "x86", False),
+        ("dw_fbgemm_fast_5x5_s2_same_padding", lambda: _dw_weight(kernel=5), _conv(2, 2), 2, "x86", False),
+        ("dw_fbgemm_engine", lambda: _dw_weight(), _conv(), 2, "fbgemm", False),
+        ("dw_qnnpack_engine", lambda: _dw_weight(), _conv(), 2, "qnnpack", False),
+        ("asymmetric_weight", lambda: _dw_weight(zero_point=1), _conv(), 2, "x86", False),
+        ("grouped_not_depthwise", lambda: torch.quantize_per_tensor(torch.randn(8, 2, 3, 3), 0.1, 0, torch.qint8),
+         _conv(groups=4), 2, "x86", False),
+        ("dense", lambda: torch.quantize_per_tensor(torch.randn(8, 1, 3, 3), 0.1, 0, torch.qint8), _conv(groups=1),
+         2, "x86", False),
+        ("conv1d", lambda: torch.quantize_per_tensor(torch.randn(8, 1, 3), 0.1, 0, torch.qint8),
+         ((2,), (0,), (1,), 8), 1, "x86", False),
+    ],
+    ids=lambda v: v if isinstance(v, str) else "",
+)
+def test_packs_for_onednn_rule(case, weight, conv, ndim, engine, expected):
+    if engine not in torch.backends.quantized.supported_engines:
+        pytest.fail(f"engine {engine} missing from this torch build")
+    with quantized_engine(engine):
+        assert packs_for_onednn(weight(), conv, ndim) is expected
+
+
+def test_depthwise_x86_is_packed_under_onednn_and_bit_exact_with_upstream(pack_engines):
+    """Lite0's slow shape: packed under oneDNN (engine restored after), same integers as
+    upstream's fbgemm-packed module, also when called under another engine."""
+    m = _dw_module()
+    assert set(pack_engines) == {"onednn"} and torch.backends.quantized.engine == "x86"  # placeholder, weight
+    theirs = up_nnq.Conv2d(DW, DW, 3, 2, 0, groups=DW)
+    with quantized_engine("x86"):
+        theirs.set_weight_bias(*m._weight_bias())
+        theirs.scale, theirs.zero_point = m.scale, m.zero_point
+        x = _dw_input()
+        expected = theirs(x)
+        assert_same_qtensor(m(x), expected)
+    with quantized_engine("fbgemm"):
+        assert_same_qtensor(m(x), expected)
+
+
+def test_fbgemm_fast_depthwise_keeps_the_current_engine(pack_engines):
+    _dw_module(stride=1, padding=1)
+    assert set(pack_engines) == {"x86"}
+
+
+def _round_trips() -> dict[str, Callable[[torch.nn.Module], torch.nn.Module]]:
+    def state_dict(m: torch.nn.Module) -> torch.nn.Module:
+        with quantized_engine("x86"):
+            fresh = type(m)(DW, DW, 3, m.stride, m.padding, groups=DW)
+            fresh.load_state_dict(m.state_dict())
+        return fresh
+
+    def torch_save(m: torch.nn.Module) -> torch.nn.Module:
+        buffer = io.BytesIO()
+        torch.save(m, buffer)
+        buffer.seek(0)
+        with quantized_engine("x86"):
+            return torch.load(buffer, weights_only=False)
+
+    def pickled(m: torch.nn.Module) -> torch.nn.Module:
+        with quantized_engine("x86"):
+            return pickle.loads(pickle.dumps(m))
+
+    def deep(m: torch.nn.Module) -> torch.nn.Module:
+        with quantized_engine("x86"):
+            return copy.deepcopy(m)
+
+    return {"deepcopy": deep, "state_dict": state_dict, "pickle": pickled, "torch_save": torch_save}
+
+
+@pytest.mark.parametrize("cls", ["Conv2d", "ConvReLU2d"])
+@pytest.mark.parametrize("trip", sorted(_round_trips()))
+def test_round_trips_keep_the_onednn_packing(cls, trip, pack_engines):
+    klass = nnq.Conv2d if cls == "Conv2d" else fxquant.nn.intrinsic.quantized.ConvReLU2d
+    m, x = _dw_module(klass), _dw_input()
+    with quantized_engine("x86"):
+        before = m(x)
+    del pack_engines[:]
+    copied = _round_trips()[trip](m)
+    # the last pack is the copy's real weight (state_dict's fresh module packs a placeholder first)
+    assert pack_engines and pack_engines[-1] == "onednn"
+    with quantized_engine("x86"):
+        assert_same_qtensor(copied(x), before)
+    assert type(copied) is klass
+    assert copied.scale == m.scale and copied.zero_point == m.zero_point
+
+
+def test_eager_convert_packs_depthwise_for_onednn(pack_engines):
+    """fxquant.eager.convert builds the same modules, so the same rule applies."""
+    import fxquant.eager as fq
+    from fxquant.qconfig import get_default_qconfig
+
+    conv = torch.nn.Conv2d(DW, DW, 3, stride=2, groups=DW)
+    float_model = torch.nn.Sequential(fq.QuantStub(), conv, fq.DeQuantStub()).eval()
+    with quantized_engine("x86"):
+        float_model.qconfig = get_default_qconfig("x86")
+        prepared = fq.prepare(float_model)
+        prepared(torch.randn(1, DW, 13, 13, generator=torch.Generator().manual_seed(2)))
+        model = fq.convert(prepared)
+    assert type(model[1]) is nnq.Conv2d
+    assert pack_engines[-1] == "onednn"
+
+
+@pytest.mark.parametrize(("channels", "kernel", "size"), [(144, 5, 43), (240, 3, 21), (672, 5, 13)],
+                         ids=["lite0_blocks3", "lite0_blocks5", "lite0_blocks11"])
+def test_lite0_depthwise_shapes_within_one_step_of_upstream(channels, kernel, size):
+    """EfficientNet-Lite0's stride-2 TF-padded depthwise convs (batch 2, 160x160 photos):
+    oneDNN rounds requantization ties to even (as torch.quantize_per_tensor does), fbgemm
+    rounds them up, so a few outputs differ from upstream's by exactly one step."""
+    gen = torch.Generator().manual_seed(3)
+    w = torch.randn(channels, 1, kernel, kernel, generator=gen)
+    qw = torch.quantize_per_channel(w, w.abs().amax((1, 2, 3)) / 127, torch.zeros(channels, dtype=torch.long), 0, torch.qint8)
+    bias = torch.randn(channels, generator=gen)
+    x = torch.quantize_per_tensor(torch.randn(2, channels, size, size, generator=gen).relu() * 3, 0.03, 0, torch.quint8)
+    with quantized_engine("x86"):
+        ours = nnq.Conv2d(channels, channels, kernel, 2, groups=channels)
+        theirs = up_nnq.Conv2d(channels, channels, kernel, 2, groups=channels)
+        for m in (ours, theirs):
+            m.set_weight_bias(qw, bias)
+            m.scale, m.zero_point = 0.02, 64
+        diff = (ours(x).int_repr().int() - theirs(x).int_repr().int()).abs()
+        assert packs_for_onednn(qw, _conv(groups=channels), 2)
+    assert diff.max() <= 1
+    assert (diff > 0).float().mean() < 1e-3

@@ -9,6 +9,7 @@ from nn.quantized.oracle import assert_same_qtensor, quantize_input
 
 import fxquant.nn.quantized.functional as qF
 from fxquant.nn._errors import QuantizedInputError
+from fxquant.nn.quantized.conv import prepack_conv
 
 X4 = torch.randn(2, 3, 8, 8) * 2
 X5 = torch.randn(1, 3, 4, 6, 6)
@@ -74,3 +75,29 @@ def test_float_input_is_a_clear_error():
     with pytest.raises(NotImplementedError, match="zero padding"):
         qF.conv2d(qx, torch.quantize_per_tensor(torch.randn(2, 3, 1, 1), 0.1, 0, torch.qint8), None,
                   padding_mode="reflect")
+
+
+def test_conv2d_depthwise_under_x86_is_packed_for_onednn(monkeypatch):
+    """Same rule as the Conv2d module (fxquant.nn.quantized.conv.packs_for_onednn): an
+    unpadded stride-2 depthwise conv with 112 groups is packed under oneDNN, with upstream's
+    integers."""
+    from nn.quantized.oracle import quantized_engine
+
+    engines: list[str] = []
+    real = torch.ops.quantized.conv2d_prepack
+
+    def recording(*args):
+        engines.append(torch.backends.quantized.engine)
+        return real(*args)
+
+    monkeypatch.setattr(qF, "prepack_conv", lambda prepack, *args: prepack_conv(recording, *args))
+    gen = torch.Generator().manual_seed(0)
+    w = torch.randn(112, 1, 3, 3, generator=gen)
+    qw = torch.quantize_per_channel(w, w.abs().amax((1, 2, 3)) / 127, torch.zeros(112, dtype=torch.long), 0, torch.qint8)
+    x = torch.quantize_per_tensor(torch.randn(1, 112, 13, 13, generator=gen).relu() * 3, 0.03, 0, torch.quint8)
+    bias = torch.linspace(-1, 1, 112)
+    with quantized_engine("x86"):
+        out = qF.conv2d(x, qw, bias, stride=2, groups=112, scale=0.05, zero_point=64)
+        expected = up_qF.conv2d(x, qw, bias, stride=2, groups=112, scale=0.05, zero_point=64)
+    assert engines == ["onednn"]
+    assert_same_qtensor(out, expected)

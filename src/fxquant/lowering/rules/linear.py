@@ -1,6 +1,8 @@
 """Rules lowering int8 linears to ``quantized::linear*`` with pre-packed weights.
 
-* ``linear``: ``q(relu?(linear(dq(x), dq(W), b)))`` -> ``quantized::linear[_relu](x, packed)``.
+* ``linear``: ``q(relu?(linear(dq(x), dq(W), b)))`` -> ``quantized::linear[_relu](x, packed)``
+  through :func:`fxquant.lowering.kernels.linear` / ``linear_relu`` (the same op, without the
+  packed weight's per-call ``__torch_function__`` probe).
 * ``linear_gelu_float_out`` / ``linear_add_float_out``: ``gelu(linear(dq(x), dq(W), b))`` and
   ``linear(dq(x), dq(W), b) + y`` in float -> one oneDNN int8 GEMM with the GELU or the add
   applied to its float result (:func:`onednn_linear`, :func:`onednn_linear_add`).
@@ -9,7 +11,8 @@
   linear_with_input_q_dq_qweight_dq_output_fp32``), float result: what the reference
   computes, without the float weight.
 * ``linear_dynamic``: ``linear(dq(q(x, choose_qparams(x))), dq(W), b)`` ->
-  ``quantized::linear_dynamic(x, packed)`` (parameters chosen per call inside the kernel).
+  ``quantized::linear_dynamic(x, packed)`` (parameters chosen per call inside the kernel),
+  through :func:`fxquant.lowering.kernels.linear_dynamic`.
   Followed by GELU, a dynamically quantized linear takes the oneDNN GEMM + GELU instead.
 
 Why oneDNN for the float-output GEMMs: at transformer shapes (128-1024 rows, 384-1536
@@ -31,6 +34,7 @@ from typing import Any
 import torch
 from torch.fx import GraphModule, Node
 
+from fxquant.lowering import kernels
 from fxquant.lowering.graph import add_constant, constant_value, qmeta
 from fxquant.lowering.rule import (
     LoweringRule,
@@ -172,7 +176,7 @@ def _match_linear(node: Node, gm: GraphModule) -> Match | None:
 
 
 def _rewrite_linear(node: Node, m: Match, gm: GraphModule) -> Node:
-    kernel = Q.linear_relu.default if m["relu"] else Q.linear.default
+    kernel = kernels.linear_relu if m["relu"] else kernels.linear
     return call_packed_kernel(node, gm, kernel, m["x"], m["packed"], "packed_linear")
 
 
@@ -295,13 +299,13 @@ def _match_linear_dynamic(node: Node, gm: GraphModule) -> Match | None:
 
 def _rewrite_linear_dynamic(node: Node, m: Match, gm: GraphModule) -> Node:
     packed = add_constant(gm, "packed_linear", m["packed"], node)
-    return gm.graph.call_function(Q.linear_dynamic.default, (m["x"], packed, False))
+    return gm.graph.call_function(kernels.linear_dynamic, (m["x"], packed, False))
 
 
 LINEAR_RULES: tuple[LoweringRule, ...] = (
     LoweringRule(name="linear", anchors=frozenset({A.quantize_per_tensor.default}),
                  match=_match_linear, rewrite=_rewrite_linear,
-                 doc="q(relu?(linear(dq x, dq W))) -> quantized::linear[_relu]"),
+                 doc="q(relu?(linear(dq x, dq W))) -> kernels.linear[_relu] (quantized::linear[_relu])"),
     # stage 1: the linear's only reader is the GELU / add, so no int8-output kernel competes
     LoweringRule(name="linear_gelu_float_out", anchors=frozenset({A.gelu.default}),
                  match=_match_linear_gelu, rewrite=_rewrite_linear_gelu, exact=False,

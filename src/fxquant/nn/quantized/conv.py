@@ -6,6 +6,18 @@ kernel it runs (``torch.ops.quantized.conv{1,2,3}d``). Fused subclasses (``ConvR
 
 State dict layout (upstream's): ``weight`` (quantized), ``bias`` (float or ``None``),
 ``scale``, ``zero_point``.
+
+Depthwise 2-d convolutions under the ``x86`` engine that fbgemm's specialised depthwise
+kernel does not take are packed for oneDNN (:func:`packs_for_onednn`): torch's ``x86``
+engine packs convolutions with more than 100 groups for fbgemm, whose depthwise path falls
+back to a generic loop unless the padding is ``kernel // 2`` (among other conditions), as for
+the unpadded stride-2 convolutions after a TF-style ``ZeroPad2d`` in EfficientNet-Lite0:
+2-24 ms instead of 0.03-0.2 ms per layer at batch 1 (``benchmarks/fx_depthwise.py``). Where
+fbgemm's kernel applies it is about as fast, and kept: the integers then stay those of
+upstream's modules. ``quantized::conv2d`` dispatches on the
+packed object, so the weight runs on oneDNN whatever the engine at call time; every pack
+site (construction, ``set_weight_bias``, ``load_state_dict``, deep copy and pickling via
+``__getstate__``/``__setstate__``) goes through the same rule.
 """
 
 from __future__ import annotations
@@ -20,6 +32,7 @@ from torch import nn
 from torch.nn.modules.utils import _pair, _single, _triple
 
 from fxquant.nn._errors import check_quantized_input
+from fxquant.nn.packed_call import packed_kernel
 from fxquant.nn.quantized.utils import (
     FromFloatError,
     WeightedQuantizedModule,
@@ -30,13 +43,82 @@ from fxquant.nn.quantized.utils import (
     unwrap_fused,
 )
 
-__all__ = ["Conv1d", "Conv2d", "Conv3d"]
+__all__ = ["Conv1d", "Conv2d", "Conv3d", "packs_for_onednn", "prepack_conv"]
 
 _SUPPORTED_PADDING_MODES = {"zeros", "reflect"}
 # set while _new_like builds a module whose real weight is packed right after: packing the
 # placeholder zero weight first is a second full prepack per conv at convert
 _PLACEHOLDER_PACKING_SKIPPED: ContextVar[bool] = ContextVar("fxquant_skip_placeholder_pack", default=False)
 _SHAPE_NAMES = {1: "(N, C, L)", 2: "(N, C, H, W)", 3: "(N, C, D, H, W)"}
+_HAS_ONEDNN = "onednn" in torch.backends.quantized.supported_engines and torch.backends.mkldnn.is_available()
+
+
+def _weight_is_symmetric(weight: torch.Tensor) -> bool:
+    if weight.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric):
+        return bool((weight.q_per_channel_zero_points() == 0).all())
+    return int(weight.q_zero_point()) == 0
+
+
+def _fbgemm_depthwise_is_fast(
+    weight: torch.Tensor, conv: tuple[Sequence[int], Sequence[int], Sequence[int], int]
+) -> bool:
+    # the shapes fbgemm's specialised depthwise kernel takes (measured: 0.03-0.15 ms at
+    # EfficientNet-Lite0's sizes, as fast as oneDNN); all others fall to a loop 50-150x slower
+    stride, padding, dilation, groups = conv
+    kernel = weight.shape[2:]
+    return (
+        groups % 8 == 0
+        and weight.size(0) in (groups, 2 * groups)
+        and kernel[0] == kernel[1]
+        and kernel[0] in (3, 5, 7)
+        and all(s in (1, 2) for s in stride)
+        and all(d == 1 for d in dilation)
+        and all(p == kernel[0] // 2 for p in padding)
+    )
+
+
+def packs_for_onednn(
+    weight: torch.Tensor, conv: tuple[Sequence[int], Sequence[int], Sequence[int], int], ndim: int
+) -> bool:
+    """Whether a quantized conv weight is packed for oneDNN instead of the current engine
+    (``conv`` is ``(stride, padding, dilation, groups)``): under the ``x86`` engine, for a 2-d
+    depthwise convolution (``groups > 1``, one input channel per group) with a symmetric
+    ``torch.qint8`` weight, when oneDNN is available and fbgemm's specialised depthwise kernel
+    does not take the shape (e.g. stride 2 without padding, after a TF-style ``ZeroPad2d``).
+    See the module docstring for why."""
+    groups = conv[3]
+    return (
+        _HAS_ONEDNN
+        and ndim == 2
+        and groups > 1
+        and weight.dim() == 4
+        and weight.size(1) == 1
+        and weight.dtype == torch.qint8
+        and torch.backends.quantized.engine == "x86"
+        and _weight_is_symmetric(weight)
+        and not _fbgemm_depthwise_is_fast(weight, conv)
+    )
+
+
+def prepack_conv(
+    prepack: Any,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    conv: tuple[Sequence[int], Sequence[int], Sequence[int], int],
+    ndim: int,
+) -> Any:
+    """``prepack(weight, bias, stride, padding, dilation, groups)`` for the current engine, or
+    for oneDNN when :func:`packs_for_onednn` says so (the engine is restored after)."""
+    stride, padding, dilation, groups = conv
+    args = (weight, bias, list(stride), list(padding), list(dilation), groups)
+    if not packs_for_onednn(weight, conv, ndim):
+        return prepack(*args)
+    previous = torch.backends.quantized.engine
+    torch.backends.quantized.engine = "onednn"
+    try:
+        return prepack(*args)
+    finally:
+        torch.backends.quantized.engine = previous
 
 
 def reverse_repeat_padding(padding: Sequence[int]) -> list[int]:
@@ -138,9 +220,11 @@ class _ConvNd(WeightedQuantizedModule):
         return self.padding if self.padding_mode == "zeros" else (0,) * self._NDIM
 
     def set_weight_bias(self, w: torch.Tensor, b: torch.Tensor | None) -> None:
-        """Pack a quantized weight and float bias for the current engine."""
-        self._packed_params = type(self)._PREPACK(
-            w, b, self.stride, self._kernel_padding(), self.dilation, self.groups
+        """Pack a quantized weight and float bias for the current engine (depthwise 2-d
+        under ``x86``: for oneDNN, see :func:`packs_for_onednn`)."""
+        self._packed_params = prepack_conv(
+            type(self)._PREPACK, w, b, (self.stride, self._kernel_padding(), self.dilation, self.groups),
+            self._NDIM,
         )
 
     def _weight_bias(self) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -214,6 +298,19 @@ class _ConvNd(WeightedQuantizedModule):
         super()._load_from_state_dict(
             state_dict, prefix, local_metadata, False, missing_keys, unexpected_keys, error_msgs
         )
+
+    def __getstate__(self) -> dict[str, Any]:
+        # the packed weight's own pickling repacks for the engine at load time, bypassing
+        # packs_for_onednn: carry the unpacked weight and bias and repack in __setstate__
+        state = self.__dict__.copy()
+        state["_packed_params"] = self._weight_bias()
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        weight, bias = state.pop("_packed_params")
+        super().__setstate__(state)
+        self.set_weight_bias(weight, bias)
 
     # ---- construction -------------------------------------------------------------------
 
@@ -293,7 +390,7 @@ class Conv1d(_ConvNd):
     _NTUPLE = _single
     _FLOAT_MODULE: ClassVar[Any] = nn.Conv1d
     _PREPACK = torch.ops.quantized.conv1d_prepack
-    _OP = torch.ops.quantized.conv1d
+    _OP = packed_kernel(torch.ops.quantized.conv1d.default)
 
     def __init__(
         self,
@@ -337,7 +434,7 @@ class Conv2d(_ConvNd):
     _NTUPLE = _pair
     _FLOAT_MODULE: ClassVar[Any] = nn.Conv2d
     _PREPACK = torch.ops.quantized.conv2d_prepack
-    _OP = torch.ops.quantized.conv2d
+    _OP = packed_kernel(torch.ops.quantized.conv2d.new)
 
     def __init__(
         self,
@@ -371,7 +468,7 @@ class Conv3d(_ConvNd):
     _NTUPLE = _triple
     _FLOAT_MODULE: ClassVar[Any] = nn.Conv3d
     _PREPACK = torch.ops.quantized.conv3d_prepack
-    _OP = torch.ops.quantized.conv3d
+    _OP = packed_kernel(torch.ops.quantized.conv3d.new)
 
     def __init__(
         self,

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torch.nn.modules.utils import _pair, _single, _triple
 
+from fxquant.nn.packed_call import packed_kernel
 from fxquant.nn.quantized.conv import _ConvNd
 from fxquant.nn.quantized.utils import FromFloatError, require_type
 
@@ -95,7 +96,7 @@ class ConvTranspose1d(_ConvTransposeNd):
     _NTUPLE = _single
     _FLOAT_MODULE: ClassVar[Any] = nn.ConvTranspose1d
     _PREPACK = torch.ops.quantized.conv_transpose1d_prepack
-    _OP = torch.ops.quantized.conv_transpose1d
+    _OP = packed_kernel(torch.ops.quantized.conv_transpose1d.default)
 
     def _get_name(self) -> str:
         return "QuantizedConvTranspose1d"
@@ -111,7 +112,7 @@ class ConvTranspose2d(_ConvTransposeNd):
     _NTUPLE = _pair
     _FLOAT_MODULE: ClassVar[Any] = nn.ConvTranspose2d
     _PREPACK = torch.ops.quantized.conv_transpose2d_prepack
-    _OP = torch.ops.quantized.conv_transpose2d
+    _OP = packed_kernel(torch.ops.quantized.conv_transpose2d.default)
 
     def _get_name(self) -> str:
         return "QuantizedConvTranspose2d"
@@ -124,7 +125,7 @@ class ConvTranspose3d(_ConvTransposeNd):
     _NTUPLE = _triple
     _FLOAT_MODULE: ClassVar[Any] = nn.ConvTranspose3d
     _PREPACK = torch.ops.quantized.conv_transpose3d_prepack
-    _OP = torch.ops.quantized.conv_transpose3d
+    _OP = packed_kernel(torch.ops.quantized.conv_transpose3d.default)
 
     def _get_name(self) -> str:
         return "QuantizedConvTranspose3d"

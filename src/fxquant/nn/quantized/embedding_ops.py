@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from fxquant.nn.packed_call import packed_kernel
 from fxquant.nn.quantized.utils import (
     FromFloatError,
     quantize_weight,
@@ -27,6 +28,10 @@ from fxquant.qconfig.defaults import float_qparams_weight_only_qconfig
 __all__ = ["Embedding", "EmbeddingBag", "EmbeddingPackedParams"]
 
 _EMBEDDING_DTYPES = (torch.quint8, torch.quint4x2)
+_EMBEDDING_BYTE = packed_kernel(torch.ops.quantized.embedding_byte.default)
+_EMBEDDING_4BIT = packed_kernel(torch.ops.quantized.embedding_4bit.default)
+_EMBEDDING_BAG_BYTE = packed_kernel(torch.ops.quantized.embedding_bag_byte.default)
+_EMBEDDING_BAG_4BIT = packed_kernel(torch.ops.quantized.embedding_bag_4bit.default)
 
 
 def _check_dtype(dtype: torch.dtype, what: str) -> None:
@@ -160,8 +165,8 @@ class Embedding(nn.Module):
     def forward(self, indices: Tensor) -> Tensor:
         packed = self._packed_params._packed_weight
         if self.dtype == torch.quint4x2:
-            return torch.ops.quantized.embedding_4bit(packed, indices)
-        return torch.ops.quantized.embedding_byte(packed, indices)
+            return _EMBEDDING_4BIT(packed, indices)
+        return _EMBEDDING_BYTE(packed, indices)
 
     def _get_name(self) -> str:
         return "QuantizedEmbedding"
@@ -240,11 +245,7 @@ class EmbeddingBag(Embedding):
         per_sample_weights: Tensor | None = None,
         compressed_indices_mapping: Tensor | None = None,
     ) -> Tensor:
-        op = (
-            torch.ops.quantized.embedding_bag_4bit
-            if self.dtype == torch.quint4x2
-            else torch.ops.quantized.embedding_bag_byte
-        )
+        op = _EMBEDDING_BAG_4BIT if self.dtype == torch.quint4x2 else _EMBEDDING_BAG_BYTE
         return op(
             self._packed_params._packed_weight, indices, offsets, False, 0, self.pruned_weights,
             per_sample_weights, compressed_indices_mapping, self.include_last_offset,

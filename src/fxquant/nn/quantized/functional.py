@@ -18,6 +18,8 @@ from torch import Tensor
 from torch.nn.modules.utils import _pair, _single, _triple
 
 from fxquant.nn._errors import check_quantized_input
+from fxquant.nn.packed_call import packed_kernel
+from fxquant.nn.quantized.conv import prepack_conv
 
 __all__ = [
     "adaptive_avg_pool2d",
@@ -43,6 +45,11 @@ __all__ = [
     "upsample_bilinear",
     "upsample_nearest",
 ]
+
+_LINEAR = packed_kernel(torch.ops.quantized.linear.default)
+_CONV1D = packed_kernel(torch.ops.quantized.conv1d.default)
+_CONV2D = packed_kernel(torch.ops.quantized.conv2d.new)
+_CONV3D = packed_kernel(torch.ops.quantized.conv3d.new)
 
 
 def _quantized(op: str, x: Tensor) -> None:
@@ -201,7 +208,7 @@ def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None,
     scale = input.q_scale() if scale is None else scale
     zero_point = input.q_zero_point() if zero_point is None else zero_point
     packed = torch.ops.quantized.linear_prepack(weight, bias)
-    return torch.ops.quantized.linear(input, packed, scale, zero_point)
+    return _LINEAR(input, packed, scale, zero_point)
 
 
 def _check_conv(op: str, input: Tensor, weight: Tensor, padding_mode: str, ndim: int) -> None:
@@ -227,7 +234,7 @@ def conv1d(input: Tensor, weight: Tensor, bias: Tensor | None, stride: Any = 1, 
     packed = torch.ops.quantized.conv1d_prepack(
         weight, bias, _single(stride), _single(padding), _single(dilation), groups
     )
-    return torch.ops.quantized.conv1d(input, packed, scale, zero_point)
+    return _CONV1D(input, packed, scale, zero_point)
 
 
 def conv2d(input: Tensor, weight: Tensor, bias: Tensor | None, stride: Any = 1, padding: Any = 0,
@@ -235,10 +242,11 @@ def conv2d(input: Tensor, weight: Tensor, bias: Tensor | None, stride: Any = 1, 
            zero_point: int = 0, dtype: torch.dtype = torch.quint8) -> Tensor:
     """Quantized 2-d convolution with output ``scale`` / ``zero_point``."""
     _check_conv("conv2d", input, weight, padding_mode, 2)
-    packed = torch.ops.quantized.conv2d_prepack(
-        weight, bias, _pair(stride), _pair(padding), _pair(dilation), groups
+    # depthwise under x86: packed for oneDNN, as the Conv2d module does
+    packed = prepack_conv(
+        torch.ops.quantized.conv2d_prepack, weight, bias, (_pair(stride), _pair(padding), _pair(dilation), groups), 2
     )
-    return torch.ops.quantized.conv2d(input, packed, scale, zero_point)
+    return _CONV2D(input, packed, scale, zero_point)
 
 
 def conv3d(input: Tensor, weight: Tensor, bias: Tensor | None, stride: Any = 1, padding: Any = 0,
@@ -249,4 +257,4 @@ def conv3d(input: Tensor, weight: Tensor, bias: Tensor | None, stride: Any = 1, 
     packed = torch.ops.quantized.conv3d_prepack(
         weight, bias, _triple(stride), _triple(padding), _triple(dilation), groups
     )
-    return torch.ops.quantized.conv3d(input, packed, scale, zero_point)
+    return _CONV3D(input, packed, scale, zero_point)

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from fxquant.nn._errors import check_quantized_input
+from fxquant.nn.packed_call import packed_kernel
 from fxquant.nn.quantized.utils import (
     FromFloatError,
     WeightedQuantizedModule,
@@ -33,6 +34,7 @@ from fxquant.nn.quantized.utils import (
 __all__ = ["Linear", "LinearPackedParams"]
 
 _PACKED_DTYPES = (torch.qint8, torch.float16)
+_LINEAR = packed_kernel(torch.ops.quantized.linear.default)
 
 
 class LinearPackedParams(nn.Module):
@@ -155,9 +157,7 @@ class Linear(WeightedQuantizedModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_quantized_input(self, x)
-        return torch.ops.quantized.linear(
-            x, self._packed_params._packed_params, self.scale, self.zero_point
-        )
+        return _LINEAR(x, self._packed_params._packed_params, self.scale, self.zero_point)
 
     # ---- serialization: output qparams as tensors next to the packed-params child ----------
 

@@ -9,6 +9,7 @@ import torch
 
 from fxquant.nn._errors import check_quantized_input
 from fxquant.nn.intrinsic import modules as nni
+from fxquant.nn.packed_call import packed_kernel
 from fxquant.nn.quantized.conv import Conv2d
 
 __all__ = ["ConvAdd2d", "ConvAddReLU2d"]
@@ -18,7 +19,7 @@ class ConvAdd2d(Conv2d):
     """``conv2d(input) + extra_input``; both inputs quantized."""
 
     _FLOAT_MODULE: ClassVar[Any] = nni.ConvAdd2d
-    _OP = torch.ops.quantized.conv2d_add
+    _OP = packed_kernel(torch.ops.quantized.conv2d_add.default)
 
     def forward(  # type: ignore[override]  # the fused add takes a second input
         self, input: torch.Tensor, extra_input: torch.Tensor
@@ -35,7 +36,7 @@ class ConvAddReLU2d(ConvAdd2d):
     """``relu(conv2d(input) + extra_input)``; both inputs quantized."""
 
     _FLOAT_MODULE: ClassVar[Any] = nni.ConvAddReLU2d
-    _OP = torch.ops.quantized.conv2d_add_relu
+    _OP = packed_kernel(torch.ops.quantized.conv2d_add_relu.default)
 
     def _get_name(self) -> str:
         return "QuantizedConvAddReLU2d"

@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 import torch
 
 from fxquant.nn.intrinsic import modules as nni
+from fxquant.nn.packed_call import packed_kernel
 from fxquant.nn.quantized.conv import Conv1d, Conv2d, Conv3d
 
 __all__ = ["ConvReLU1d", "ConvReLU2d", "ConvReLU3d"]
@@ -20,7 +21,7 @@ class ConvReLU1d(Conv1d):
     """``relu(conv1d(x))`` in one quantized kernel."""
 
     _FLOAT_MODULE: ClassVar[Any] = nni.ConvReLU1d
-    _OP = torch.ops.quantized.conv1d_relu
+    _OP = packed_kernel(torch.ops.quantized.conv1d_relu.default)
 
     def _get_name(self) -> str:
         return "QuantizedConvReLU1d"
@@ -30,7 +31,7 @@ class ConvReLU2d(Conv2d):
     """``relu(conv2d(x))`` in one quantized kernel."""
 
     _FLOAT_MODULE: ClassVar[Any] = nni.ConvReLU2d
-    _OP = torch.ops.quantized.conv2d_relu
+    _OP = packed_kernel(torch.ops.quantized.conv2d_relu.new)
 
     def _get_name(self) -> str:
         return "QuantizedConvReLU2d"
@@ -40,7 +41,7 @@ class ConvReLU3d(Conv3d):
     """``relu(conv3d(x))`` in one quantized kernel."""
 
     _FLOAT_MODULE: ClassVar[Any] = nni.ConvReLU3d
-    _OP = torch.ops.quantized.conv3d_relu
+    _OP = packed_kernel(torch.ops.quantized.conv3d_relu.new)
 
     def _get_name(self) -> str:
         return "QuantizedConvReLU3d"

@@ -10,9 +10,14 @@ import torch
 
 from fxquant.nn._errors import check_quantized_input
 from fxquant.nn.intrinsic import modules as nni
+from fxquant.nn.packed_call import packed_kernel
 from fxquant.nn.quantized.linear import Linear
 
 __all__ = ["LinearLeakyReLU", "LinearReLU", "LinearTanh"]
+
+_LINEAR_RELU = packed_kernel(torch.ops.quantized.linear_relu.default)
+_LINEAR_LEAKY_RELU = packed_kernel(torch.ops.quantized.linear_leaky_relu.default)
+_LINEAR_TANH = packed_kernel(torch.ops.quantized.linear_tanh.default)
 
 
 class LinearReLU(Linear):
@@ -27,9 +32,7 @@ class LinearReLU(Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_quantized_input(self, x)
-        return torch.ops.quantized.linear_relu(
-            x, self._packed_params._packed_params, self.scale, self.zero_point
-        )
+        return _LINEAR_RELU(x, self._packed_params._packed_params, self.scale, self.zero_point)
 
     def _get_name(self) -> str:
         return "QuantizedLinearReLU"
@@ -53,7 +56,7 @@ class LinearLeakyReLU(Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_quantized_input(self, x)
-        return torch.ops.quantized.linear_leaky_relu(
+        return _LINEAR_LEAKY_RELU(
             x, self._packed_params._packed_params, self.scale, self.zero_point,
             self.negative_slope,
         )
@@ -90,9 +93,7 @@ class LinearTanh(Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_quantized_input(self, x)
-        return torch.ops.quantized.linear_tanh(
-            x, self._packed_params._packed_params, self.scale, self.zero_point
-        )
+        return _LINEAR_TANH(x, self._packed_params._packed_params, self.scale, self.zero_point)
 
     def _get_name(self) -> str:
         return "QuantizedLinearTanh"

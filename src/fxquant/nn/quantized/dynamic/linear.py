@@ -18,6 +18,7 @@ from torch import nn
 
 import fxquant.nn.intrinsic.modules.fused as nni
 from fxquant.nn._errors import check_float_input
+from fxquant.nn.packed_call import packed_kernel
 from fxquant.nn.qat.dynamic import Linear as QATDynamicLinear
 from fxquant.nn.quantized.dynamic.weights import DynamicDTypeError, dynamic_weight_observer
 from fxquant.nn.quantized.linear import Linear as StaticLinear
@@ -31,6 +32,8 @@ _FLOAT_LINEARS: tuple[type[nn.Module], ...] = (
     nni.LinearReLU,
     QATDynamicLinear,
 )
+_LINEAR_DYNAMIC = packed_kernel(torch.ops.quantized.linear_dynamic.default)
+_LINEAR_DYNAMIC_FP16 = packed_kernel(torch.ops.quantized.linear_dynamic_fp16.default)
 
 
 class Linear(StaticLinear):
@@ -63,9 +66,9 @@ class Linear(StaticLinear):
         packed = self._packed_params._packed_params
         if self._packed_params.dtype == torch.qint8:
             reduce_range = self.version is not None and self.version >= 4
-            y = torch.ops.quantized.linear_dynamic(x, packed, reduce_range=reduce_range)
+            y = _LINEAR_DYNAMIC(x, packed, reduce_range)
         else:
-            y = torch.ops.quantized.linear_dynamic_fp16(x, packed)
+            y = _LINEAR_DYNAMIC_FP16(x, packed)
         return y.to(x.dtype)
 
     def _get_name(self) -> str:

@@ -9,10 +9,14 @@ import torch
 
 from fxquant.nn._errors import check_float_input
 from fxquant.nn.intrinsic import modules as nni
+from fxquant.nn.packed_call import packed_kernel
 from fxquant.nn.quantized.dynamic.linear import Linear as DynamicLinear
 from fxquant.nn.quantized.utils import unwrap_fused
 
 __all__ = ["LinearReLU"]
+
+_LINEAR_RELU_DYNAMIC = packed_kernel(torch.ops.quantized.linear_relu_dynamic.default)
+_LINEAR_RELU_DYNAMIC_FP16 = packed_kernel(torch.ops.quantized.linear_relu_dynamic_fp16.default)
 
 
 class LinearReLU(DynamicLinear):
@@ -33,9 +37,9 @@ class LinearReLU(DynamicLinear):
         check_float_input(self, x)
         packed = self._packed_params._packed_params
         if self._packed_params.dtype == torch.qint8:
-            y = torch.ops.quantized.linear_relu_dynamic(x, packed, reduce_range=True)
+            y = _LINEAR_RELU_DYNAMIC(x, packed, True)
         else:
-            y = torch.ops.quantized.linear_relu_dynamic_fp16(x, packed)
+            y = _LINEAR_RELU_DYNAMIC_FP16(x, packed)
         return y.to(x.dtype)
 
     def _get_name(self) -> str:
