@@ -23,10 +23,8 @@ import argparse
 import contextlib
 import copy
 import os
-import statistics
 import sys
 import tempfile
-import time
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -68,30 +66,6 @@ def with_bare_ops(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
             node.target = BARE_OPS[node.target]
     copied.recompile()
     return copied
-
-
-def node_times_us(gm: torch.fx.GraphModule, x: torch.Tensor, repeats: int) -> dict[torch.fx.Node, float]:
-    """Median thread CPU time of every call_function node, run node by node."""
-    times: dict[torch.fx.Node, list[float]] = {}
-
-    class Timed(torch.fx.Interpreter):
-        def call_function(self, target: Any, args: Any, kwargs: Any) -> Any:
-            start = time.thread_time()
-            out = target(*args, **kwargs)
-            times.setdefault(self._node, []).append((time.thread_time() - start) * 1e6)
-            return out
-
-        def run_node(self, n: torch.fx.Node) -> Any:
-            self._node = n
-            return super().run_node(n)
-
-    with torch.no_grad():
-        for _ in range(3):
-            Timed(gm).run(x)
-        times.clear()
-        for _ in range(repeats):
-            Timed(gm).run(x)
-    return {n: statistics.median(t) for n, t in times.items()}
 
 
 @contextlib.contextmanager
@@ -168,7 +142,7 @@ def main() -> None:
         ratio = f"  {best_fp32 / t:5.2f}x vs fp32 compiled" if best_fp32 else ""
         print(f"  {name:28s} {t:7.3f} ms{ratio}")
 
-    per_node = node_times_us(lowered, x, args.repeats)
+    per_node = {n: t * 1e3 for n, t in speed.node_times_ms(lowered, (x,), args.repeats).items()}  # µs
     onednn = onednn_times_us(lowered, x)
     rows: dict[str, list[float]] = {}
     for node, us in per_node.items():
