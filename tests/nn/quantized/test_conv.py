@@ -245,8 +245,10 @@ def _conv(stride: int = 2, padding: int = 0, dilation: int = 1, groups: int = DW
         ("dw_groups_not_multiple_of_8", lambda: _dw_weight(116), _conv(1, 1, groups=116), 2, "x86", True),
         ("dw_dilated", lambda: _dw_weight(), _conv(1, 2, 2), 2, "x86", True),
         ("dw_small_unpadded_x86", lambda: _dw_weight(8), _conv(groups=8), 2, "x86", True),
-        ("dw_fbgemm_fast_s1_same_padding", lambda: _dw_weight(), _conv(1, 1), 2, "x86", False),
-        ("dw_fbgemm_fast_5x5_s2_same_padding", lambda: _dw_weight(kernel=5), _conv(2, 2), 2, "x86", False),
+        ("dw_s1_same_padding", lambda: _dw_weight(), _conv(1, 1), 2, "x86", True),
+        ("dw_5x5_s2_same_padding", lambda: _dw_weight(kernel=5), _conv(2, 2), 2, "x86", True),
+        ("dw_channel_multiplier_2", lambda: torch.quantize_per_tensor(torch.randn(2 * DW, 1, 3, 3), 0.1, 0, torch.qint8),
+         _conv(1, 1), 2, "x86", False),
         ("dw_fbgemm_engine", lambda: _dw_weight(), _conv(), 2, "fbgemm", False),
         ("dw_qnnpack_engine", lambda: _dw_weight(), _conv(), 2, "qnnpack", False),
         ("asymmetric_weight", lambda: _dw_weight(zero_point=1), _conv(), 2, "x86", False),
@@ -282,9 +284,32 @@ def test_depthwise_x86_is_packed_under_onednn_and_bit_exact_with_upstream(pack_e
         assert_same_qtensor(m(x), expected)
 
 
-def test_fbgemm_fast_depthwise_keeps_the_current_engine(pack_engines):
-    _dw_module(stride=1, padding=1)
-    assert set(pack_engines) == {"x86"}
+def test_full_range_activations_stay_exact_where_fbgemm_depthwise_saturates(pack_engines):
+    """fbgemm's depthwise kernel multiplies uint8 by int8 in 16-bit pairs, which saturate for
+    activations above 127 (what ``reduce_range`` guards against); the X86 and oneDNN
+    qconfigs use the full [0, 255]. Packed for oneDNN, the module computes the reference
+    integers; upstream's module under the x86 engine is off by many steps."""
+    torch.manual_seed(0)
+    channels = 128
+    weight = torch.randn(channels, 1, 3, 3)
+    qw = torch.quantize_per_channel(weight, weight.abs().amax((1, 2, 3)) / 127,
+                                    torch.zeros(channels, dtype=torch.long), 0, torch.qint8)
+    bias = torch.randn(channels)
+    x = torch.quantize_per_tensor(torch.rand(1, channels, 14, 14) * 4, 4 / 255, 3, torch.quint8)
+    reference = torch.nn.functional.conv2d(x.dequantize(), qw.dequantize(), bias, padding=1, groups=channels)
+    scale, zero_point = float(reference.max() - reference.min()) / 255, 128
+    expected = torch.quantize_per_tensor(reference, scale, zero_point, torch.quint8).int_repr().int()
+    with quantized_engine("x86"):
+        ours = nnq.Conv2d(channels, channels, 3, 1, 1, groups=channels)
+        ours.set_weight_bias(qw, bias)
+        theirs = up_nnq.Conv2d(channels, channels, 3, 1, 1, groups=channels)
+        theirs.set_weight_bias(qw, bias)
+    assert pack_engines[-1] == "onednn"
+    for m in (ours, theirs):
+        m.scale, m.zero_point = scale, zero_point
+    with quantized_engine("x86"):
+        assert int((ours(x).int_repr().int() - expected).abs().max()) <= 1
+        assert int((theirs(x).int_repr().int() - expected).abs().max()) > 10  # measured: 29
 
 
 def _round_trips() -> dict[str, Callable[[torch.nn.Module], torch.nn.Module]]:

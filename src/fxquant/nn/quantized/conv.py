@@ -7,14 +7,17 @@ kernel it runs (``torch.ops.quantized.conv{1,2,3}d``). Fused subclasses (``ConvR
 State dict layout (upstream's): ``weight`` (quantized), ``bias`` (float or ``None``),
 ``scale``, ``zero_point``.
 
-Depthwise 2-d convolutions under the ``x86`` engine that fbgemm's specialised depthwise
-kernel does not take are packed for oneDNN (:func:`packs_for_onednn`): torch's ``x86``
-engine packs convolutions with more than 100 groups for fbgemm, whose depthwise path falls
-back to a generic loop unless the padding is ``kernel // 2`` (among other conditions), as for
-the unpadded stride-2 convolutions after a TF-style ``ZeroPad2d`` in EfficientNet-Lite0:
-2-24 ms instead of 0.03-0.2 ms per layer at batch 1 (``benchmarks/fx_depthwise.py``). Where
-fbgemm's kernel applies it is about as fast, and kept: the integers then stay those of
-upstream's modules. ``quantized::conv2d`` dispatches on the
+Depthwise 2-d convolutions (channel multiplier 1) under the ``x86`` engine are packed for
+oneDNN (:func:`packs_for_onednn`). torch's ``x86`` engine packs convolutions with more than
+100 groups for fbgemm, whose depthwise kernel (a) falls back to a generic loop unless the
+padding is ``kernel // 2`` (among other conditions), as for the unpadded stride-2
+convolutions after a TF-style ``ZeroPad2d`` in EfficientNet-Lite0: 2-24 ms instead of
+0.03-0.2 ms per layer at batch 1 (``benchmarks/fx_depthwise.py``); and (b) multiplies uint8
+by int8 in saturating 16-bit pairs, so activations above 127 (the full-range X86 and oneDNN
+qconfigs; ``reduce_range`` exists for this) come out up to tens of steps wrong. oneDNN
+computes the exact integers at every shape and is as fast or faster; it rounds exact ties to
+even where fbgemm rounds up, so a value can differ from upstream's module by one step.
+``quantized::conv2d`` dispatches on the
 packed object, so the weight runs on oneDNN whatever the engine at call time; every pack
 site (construction, ``set_weight_bias``, ``load_state_dict``, deep copy and pickling via
 ``__getstate__``/``__setstate__``) goes through the same rule.
@@ -59,33 +62,14 @@ def _weight_is_symmetric(weight: torch.Tensor) -> bool:
     return int(weight.q_zero_point()) == 0
 
 
-def _fbgemm_depthwise_is_fast(
-    weight: torch.Tensor, conv: tuple[Sequence[int], Sequence[int], Sequence[int], int]
-) -> bool:
-    # the shapes fbgemm's specialised depthwise kernel takes (measured: 0.03-0.15 ms at
-    # EfficientNet-Lite0's sizes, as fast as oneDNN); all others fall to a loop 50-150x slower
-    stride, padding, dilation, groups = conv
-    kernel = weight.shape[2:]
-    return (
-        groups % 8 == 0
-        and weight.size(0) in (groups, 2 * groups)
-        and kernel[0] == kernel[1]
-        and kernel[0] in (3, 5, 7)
-        and all(s in (1, 2) for s in stride)
-        and all(d == 1 for d in dilation)
-        and all(p == kernel[0] // 2 for p in padding)
-    )
-
-
 def packs_for_onednn(
     weight: torch.Tensor, conv: tuple[Sequence[int], Sequence[int], Sequence[int], int], ndim: int
 ) -> bool:
     """Whether a quantized conv weight is packed for oneDNN instead of the current engine
     (``conv`` is ``(stride, padding, dilation, groups)``): under the ``x86`` engine, for a 2-d
     depthwise convolution (``groups > 1``, one input channel per group) with a symmetric
-    ``torch.qint8`` weight, when oneDNN is available and fbgemm's specialised depthwise kernel
-    does not take the shape (e.g. stride 2 without padding, after a TF-style ``ZeroPad2d``).
-    See the module docstring for why."""
+    ``torch.qint8`` weight and a channel multiplier of 1 (with 2, fbgemm is 8x faster), when
+    oneDNN is available. See the module docstring for why."""
     groups = conv[3]
     return (
         _HAS_ONEDNN
@@ -96,7 +80,7 @@ def packs_for_onednn(
         and weight.dtype == torch.qint8
         and torch.backends.quantized.engine == "x86"
         and _weight_is_symmetric(weight)
-        and not _fbgemm_depthwise_is_fast(weight, conv)
+        and weight.size(0) == groups  # channel multiplier 1 (with 2, fbgemm is 8x faster)
     )
 
 
