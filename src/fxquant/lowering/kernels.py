@@ -35,12 +35,12 @@ and copies the integers into its interior.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 
 import torch
 
+from fxquant.nn.engine import HAS_ONEDNN, onednn_engine
 from fxquant.nn.packed_call import native_op, no_subclass_probe
 
 __all__ = [
@@ -64,11 +64,6 @@ __all__ = [
 ]
 
 Q = torch.ops.quantized
-# oneDNN's quantized engine (quantized::conv2d on oneDNN-packed weights) and its int8 ops
-HAS_ONEDNN = "onednn" in torch.backends.quantized.supported_engines and torch.backends.mkldnn.is_available()
-# the quantized engine's id (torch.backends.quantized.engine's setter maps names to ids on
-# every assignment, ~2 us; the ids are fixed for the process)
-_ONEDNN_ENGINE_ID = torch.backends.quantized._get_qengine_id("onednn") if HAS_ONEDNN else -1
 _NO_SUBCLASS_PROBE = no_subclass_probe  # see the module docstring
 # the C++ operators behind the overloads (``OpOverload.__call__`` is one more Python frame
 # around them, ~1.4 us a call)
@@ -81,17 +76,6 @@ _LINEAR_RELU = native_op(Q.linear_relu.default)
 _LINEAR_DYNAMIC = native_op(Q.linear_dynamic.default)
 _INTS = {torch.quint8: torch.uint8, torch.qint8: torch.int8}
 _QTYPES = {torch.uint8: torch.quint8, torch.int8: torch.qint8}
-
-
-@contextlib.contextmanager
-def onednn_engine() -> Iterator[None]:
-    """Select torch's ``onednn`` quantized engine inside the block (restored after)."""
-    previous = torch.backends.quantized.engine
-    torch.backends.quantized.engine = "onednn"
-    try:
-        yield
-    finally:
-        torch.backends.quantized.engine = previous
 
 
 def pack_conv2d(
@@ -238,29 +222,16 @@ def conv2d_add(
 ) -> torch.Tensor:
     """``quantize(conv2d(x) + y)`` in one oneDNN kernel (weights packed by :func:`pack_conv2d`).
     A channels-last ``y`` is overwritten with the result (oneDNN's in-place sum)."""
-    return _on_onednn(_CONV2D_ADD, x, y, packed, scale, zero_point)
+    with onednn_engine(), _NO_SUBCLASS_PROBE():
+        return _CONV2D_ADD(x, y, packed, scale, zero_point)
 
 
 def conv2d_add_relu(
     x: torch.Tensor, y: torch.Tensor, packed: object, scale: float, zero_point: int
 ) -> torch.Tensor:
     """``quantize(relu(conv2d(x) + y))`` in one oneDNN kernel."""
-    return _on_onednn(_CONV2D_ADD_RELU, x, y, packed, scale, zero_point)
-
-
-def _on_onednn(
-    op: Callable[..., torch.Tensor], x: torch.Tensor, y: torch.Tensor, packed: object, scale: float, zero_point: int
-) -> torch.Tensor:
-    """``op(x, y, packed, scale, zero_point)`` under the ``onednn`` quantized engine (as
-    :func:`onednn_engine`, by engine id) and without the packed weight's probe."""
-    previous = torch._C._get_qengine()
-    torch._C._set_qengine(_ONEDNN_ENGINE_ID)
-    try:
-        with _NO_SUBCLASS_PROBE():
-            result: torch.Tensor = op(x, y, packed, scale, zero_point)
-            return result
-    finally:
-        torch._C._set_qengine(previous)
+    with onednn_engine(), _NO_SUBCLASS_PROBE():
+        return _CONV2D_ADD_RELU(x, y, packed, scale, zero_point)
 
 
 def zero_pad(x: torch.Tensor, pad: Sequence[int]) -> torch.Tensor:

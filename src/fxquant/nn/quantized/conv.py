@@ -35,6 +35,7 @@ from torch import nn
 from torch.nn.modules.utils import _pair, _single, _triple
 
 from fxquant.nn._errors import check_quantized_input
+from fxquant.nn.engine import HAS_ONEDNN, onednn_engine
 from fxquant.nn.packed_call import packed_kernel
 from fxquant.nn.quantized.utils import (
     FromFloatError,
@@ -53,7 +54,6 @@ _SUPPORTED_PADDING_MODES = {"zeros", "reflect"}
 # placeholder zero weight first is a second full prepack per conv at convert
 _PLACEHOLDER_PACKING_SKIPPED: ContextVar[bool] = ContextVar("fxquant_skip_placeholder_pack", default=False)
 _SHAPE_NAMES = {1: "(N, C, L)", 2: "(N, C, H, W)", 3: "(N, C, D, H, W)"}
-_HAS_ONEDNN = "onednn" in torch.backends.quantized.supported_engines and torch.backends.mkldnn.is_available()
 
 
 def _weight_is_symmetric(weight: torch.Tensor) -> bool:
@@ -72,7 +72,7 @@ def packs_for_onednn(
     oneDNN is available. See the module docstring for why."""
     groups = conv[3]
     return (
-        _HAS_ONEDNN
+        HAS_ONEDNN
         and ndim == 2
         and groups > 1
         and weight.dim() == 4
@@ -97,12 +97,8 @@ def prepack_conv(
     args = (weight, bias, list(stride), list(padding), list(dilation), groups)
     if not packs_for_onednn(weight, conv, ndim):
         return prepack(*args)
-    previous = torch.backends.quantized.engine
-    torch.backends.quantized.engine = "onednn"
-    try:
+    with onednn_engine():
         return prepack(*args)
-    finally:
-        torch.backends.quantized.engine = previous
 
 
 def reverse_repeat_padding(padding: Sequence[int]) -> list[int]:
