@@ -19,22 +19,13 @@ import operator
 from torch.fx import GraphModule, Node
 from torch.fx.node import map_arg
 
+from fxquant.numerics.ops import DEQUANTIZE_OPS, QUANTIZE_OPS
 from fxquant.numerics.ops import quantized_decomposed as qd
 from fxquant.pt2e.quantizer.utils import get_annotation
 from fxquant.pt2e.utils import _filter_sym_size_users
 
-__all__ = ["DEQUANTIZE_OPS", "duplicate_dequantize_per_user"]
+__all__ = ["duplicate_dequantize_per_user"]
 
-DEQUANTIZE_OPS = (
-    qd.dequantize_per_tensor.default,
-    qd.dequantize_per_tensor.tensor,
-    qd.dequantize_per_channel.default,
-)
-_QUANTIZE_OPS = (
-    qd.quantize_per_tensor.default,
-    qd.quantize_per_tensor.tensor,
-    qd.quantize_per_channel.default,
-)
 
 
 def duplicate_dequantize_per_user(gm: GraphModule) -> GraphModule:
@@ -65,7 +56,7 @@ def _is_annotated(node: Node) -> bool:
 def _is_dynamic_dequantize(dq: Node) -> bool:
     """``dq`` reads ``quantize(x, getitem(choose_qparams(x), 0), ...)``."""
     q = dq.args[0]
-    if not isinstance(q, Node) or q.op != "call_function" or q.target not in _QUANTIZE_OPS:
+    if not isinstance(q, Node) or q.op != "call_function" or q.target not in QUANTIZE_OPS:
         return False
     scale = q.args[1] if len(q.args) > 1 else None
     if not isinstance(scale, Node) or scale.target is not operator.getitem:

@@ -45,7 +45,7 @@ from torch.fx.node import map_arg
 
 from fxquant.engine.fold_bn import conv_weight_scale, groups_of
 from fxquant.engine.meta import PORTED_META_KEYS
-from fxquant.numerics.ops import quantized_decomposed as qd
+from fxquant.numerics.ops import DEQUANTIZE_OPS, QUANTIZE_OPS
 
 __all__ = ["QatConvBnFoldWarning", "fold_conv_bn_qat", "qat_conv_bn_output", "rewrite_conv_bn_for_qat"]
 
@@ -72,16 +72,6 @@ _TRANSPOSED_CONV_OPS = frozenset({
     _aten.conv_transpose3d.input,
 })
 _BATCH_NORM = _aten.batch_norm.default
-_QUANTIZE_OPS = frozenset({
-    qd.quantize_per_tensor.default,
-    qd.quantize_per_tensor.tensor,
-    qd.quantize_per_channel.default,
-})
-_DEQUANTIZE_OPS = frozenset({
-    qd.dequantize_per_tensor.default,
-    qd.dequantize_per_tensor.tensor,
-    qd.dequantize_per_channel.default,
-})
 
 # Provenance copied from the conv onto the nodes the rewrite creates; the numeric-debug
 # handle ("custom") stays unique to the conv itself.
@@ -332,9 +322,9 @@ class _QatConvBn:
 
 def _strip_qdq(node: object) -> object:
     """``dq(q(x)) -> x``; anything else unchanged."""
-    if _is_call(node, *_DEQUANTIZE_OPS):
+    if _is_call(node, *DEQUANTIZE_OPS):
         q = node.args[0]
-        if _is_call(q, *_QUANTIZE_OPS):
+        if _is_call(q, *QUANTIZE_OPS):
             return q.args[0]
     return node
 
@@ -368,7 +358,7 @@ def _match_from_bn(bn: Node) -> _QatConvBn | Node | None:
     if scale is None:
         return None
     if not _is_conv(conv):
-        return conv if _is_call(conv, *_DEQUANTIZE_OPS) and _is_conv(_strip_qdq(conv)) else None
+        return conv if _is_call(conv, *DEQUANTIZE_OPS) and _is_conv(_strip_qdq(conv)) else None
     if len(conv.users) != 1 or (bias_reshape is None) != (_arg(conv, 2) is None):
         return None
     weight = _strip_qdq(_arg(conv, 1))

@@ -13,7 +13,7 @@ import importlib
 
 import torch
 
-__all__ = ["ensure_registered", "quantized_decomposed"]
+__all__ = ["DEQUANTIZE_OPS", "QUANTIZE_OPS", "ensure_registered", "quantized_decomposed"]
 
 _REGISTRY_MODULE = "torch.ao.quantization.fx._decomposed"
 
@@ -25,3 +25,16 @@ def ensure_registered() -> None:
 
 ensure_registered()
 quantized_decomposed = torch.ops.quantized_decomposed
+
+# the quantize / dequantize overloads the engine's convert emits: per tensor (scalar
+# parameters; tensor parameters for dynamic quantization) and per channel
+QUANTIZE_OPS = frozenset({
+    quantized_decomposed.quantize_per_tensor.default,
+    quantized_decomposed.quantize_per_tensor.tensor,
+    quantized_decomposed.quantize_per_channel.default,
+})
+DEQUANTIZE_OPS = frozenset({
+    quantized_decomposed.dequantize_per_tensor.default,
+    quantized_decomposed.dequantize_per_tensor.tensor,
+    quantized_decomposed.dequantize_per_channel.default,
+})
