@@ -5,7 +5,14 @@ from __future__ import annotations
 import torch
 from torch.fx import GraphModule, Node
 
-__all__ = ["NotConstantError", "constant_of", "drop_dead_constants", "get_attr_value", "set_parameter"]
+__all__ = [
+    "NotConstantError",
+    "constant_of",
+    "drop_dead_constants",
+    "free_attribute_name",
+    "get_attr_value",
+    "set_parameter",
+]
 
 
 class NotConstantError(ValueError):
@@ -51,3 +58,14 @@ def drop_dead_constants(gm: GraphModule) -> None:
         module = gm.get_submodule(owner) if owner else gm
         if hasattr(module, attr):
             delattr(module, attr)
+
+
+def free_attribute_name(gm: GraphModule, candidate: str) -> str:
+    """``candidate``, or ``candidate_<i>`` if that attribute is taken."""
+    owner_name, _, leaf = candidate.rpartition(".")
+    owner = gm.get_submodule(owner_name) if owner_name else gm
+    name, i = leaf, 0
+    while hasattr(owner, name):
+        i += 1
+        name = f"{leaf}_{i}"
+    return f"{owner_name}.{name}" if owner_name else name

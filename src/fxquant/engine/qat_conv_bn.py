@@ -43,6 +43,7 @@ from torch import Tensor
 from torch.fx import GraphModule, Node
 from torch.fx.node import map_arg
 
+from fxquant.engine.constants import free_attribute_name
 from fxquant.engine.fold_bn import conv_weight_scale, groups_of
 from fxquant.engine.meta import PORTED_META_KEYS
 from fxquant.numerics.ops import DEQUANTIZE_OPS, QUANTIZE_OPS
@@ -479,7 +480,7 @@ def _set_folded_bias(gm: GraphModule, m: _QatConvBn, folded_bias: Tensor) -> Non
     weight = _strip_qdq(_arg(m.conv, 1))
     owner = str(weight.target).rpartition(".")[0] if _is_get_attr(weight) else ""
     with gm.graph.inserting_before(m.conv):
-        bias_node = _new_constant(gm, folded_bias, _free_name(gm, f"{owner}.bias" if owner else "_qat_bias"), m.conv)
+        bias_node = _new_constant(gm, folded_bias, free_attribute_name(gm, f"{owner}.bias" if owner else "_qat_bias"), m.conv)
     _set_arg(m.conv, 2, bias_node)
 
 
@@ -492,7 +493,7 @@ def _replace_with_constant(gm: GraphModule, node: Node, value: Tensor, original:
         target = str(original.target)
     else:
         base = str(original.target) if _is_get_attr(original) else "_qat"
-        target = _free_name(gm, f"{base}_folded")
+        target = free_attribute_name(gm, f"{base}_folded")
     with gm.graph.inserting_before(node):
         new = _new_constant(gm, value, target, node)
     node.replace_all_uses_with(new)
@@ -521,17 +522,6 @@ def _new_constant(gm: GraphModule, value: Tensor, target: str, provenance: Node)
     if hasattr(val, "fake_mode"):
         node.meta["val"] = val.fake_mode.from_tensor(value, static_shapes=True)  # type: ignore[union-attr]
     return node
-
-
-def _free_name(gm: GraphModule, candidate: str) -> str:
-    """``candidate``, or ``candidate_<i>`` if that attribute is taken."""
-    owner_name, _, leaf = candidate.rpartition(".")
-    owner = gm.get_submodule(owner_name) if owner_name else gm
-    name, i = leaf, 0
-    while hasattr(owner, name):
-        i += 1
-        name = f"{leaf}_{i}"
-    return f"{owner_name}.{name}" if owner_name else name
 
 
 def _drop_batch_counter(gm: GraphModule, running_mean: Node) -> None:

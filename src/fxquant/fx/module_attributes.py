@@ -23,6 +23,8 @@ from collections.abc import Iterable
 import torch
 from torch.fx import GraphModule
 
+from fxquant.engine.constants import free_attribute_name
+
 __all__ = [
     "DETACHED_ATTRIBUTES_META_KEY",
     "detach_swapped_module_attributes",
@@ -31,14 +33,6 @@ __all__ = [
 
 # gm.meta key: the attribute names detach_swapped_module_attributes created.
 DETACHED_ATTRIBUTES_META_KEY = "fxquant_fx_detached_attributes"
-
-
-def _free_name(gm: GraphModule, target: str) -> str:
-    base = target.replace(".", "_")
-    name, i = base, 1
-    while hasattr(gm, name):
-        name, i = f"{base}_{i}", i + 1
-    return name
 
 
 def _owner(target: str, modules: set[str]) -> str | None:
@@ -68,7 +62,7 @@ def detach_swapped_module_attributes(gm: GraphModule, swapped: Iterable[str]) ->
             value = getattr(owner, attribute, None)
             if not isinstance(value, torch.Tensor):
                 continue
-            name = _free_name(gm, target)
+            name = free_attribute_name(gm, target.replace(".", "_"))
             if isinstance(value, torch.nn.Parameter):
                 gm.register_parameter(name, value)
             else:
