@@ -142,7 +142,7 @@ def minilm_workload(dynamic: bool, quick: bool) -> Workload:
         docs = [" ".join(text[i * 12:(i + 1) * 12]) for i in range(n)]
         return tokenizer.encode(docs, max_length=128)
 
-    held = packed_sequences(tokenizer, real_sentences(len(sentence_pool("holdout")), split="holdout"))
+    held = tokenizer.encode_packed(real_sentences(len(sentence_pool("holdout")), split="holdout"))
     if quick:
         held = tuple(t[:8] for t in held)
     return Workload(
@@ -152,22 +152,6 @@ def minilm_workload(dynamic: bool, quick: bool) -> Workload:
         holdout=lambda batch: [tuple(t[i:i + batch] for t in held)
                                for i in range(0, len(held[0]) - batch + 1, batch)],
     )
-
-
-def packed_sequences(tokenizer: Any, sentences: list[str], length: int = 128) -> Inputs:
-    """Sentences joined, in order, into sequences of exactly ``length`` tokens (the last
-    sentence of each cut short), each sentence used once; a final sequence that falls short
-    is dropped. Token ids and attention masks, ``[N, length]`` each."""
-    _, mask = tokenizer.encode(sentences, max_length=256)
-    words = (mask.sum(1) - 2).tolist()  # without [CLS] and [SEP]
-    docs, current, filled = [], [], 0
-    for sentence, n in zip(sentences, words, strict=True):
-        current.append(sentence)
-        filled += n
-        if filled + 2 >= length:
-            docs.append(" ".join(current))
-            current, filled = [], 0
-    return tokenizer.encode(docs, max_length=length)
 
 
 # ----------------------------------------------------------------------------- variants

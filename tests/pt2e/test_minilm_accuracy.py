@@ -24,19 +24,6 @@ _LENGTH = 128
 _BATCH = 8
 
 
-def _packed(tokenizer, sentences: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Consecutive sentences joined until each sequence fills ``_LENGTH`` tokens."""
-    _, mask = tokenizer.encode(sentences, max_length=256)
-    docs, current, filled = [], [], 0
-    for sentence, n in zip(sentences, (mask.sum(1) - 2).tolist(), strict=True):
-        current.append(sentence)
-        filled += n
-        if filled + 2 >= _LENGTH:
-            docs.append(" ".join(current))
-            current, filled = [], 0
-    return tokenizer.encode(docs, max_length=_LENGTH)
-
-
 @pytest.fixture(scope="module")
 def minilm():
     model = minilm_l6().eval()
@@ -45,7 +32,8 @@ def minilm():
     ids, mask = tokenizer.encode([" ".join(text[i * 12:(i + 1) * 12]) for i in range(2 * _BATCH)],
                                  max_length=_LENGTH)
     calibration = [(ids[i:i + _BATCH], mask[i:i + _BATCH]) for i in range(0, len(ids), _BATCH)]
-    held_ids, held_mask = _packed(tokenizer, real_sentences(len(sentence_pool("holdout")), split="holdout"))
+    held_ids, held_mask = tokenizer.encode_packed(real_sentences(len(sentence_pool("holdout")), split="holdout"),
+                                                  _LENGTH)
     holdout = [(held_ids[i:i + _BATCH], held_mask[i:i + _BATCH])
                for i in range(0, len(held_ids) - _BATCH + 1, _BATCH)]
     with torch.no_grad():

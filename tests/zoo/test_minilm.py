@@ -311,3 +311,19 @@ def test_embeddings_of_real_sentences_are_unit_vectors(
     # Different sentences give different embeddings.
     cosine = emb @ emb.T
     assert cosine[~torch.eye(8, dtype=torch.bool)].max() < 0.99
+
+
+def test_encode_packed_fills_every_position_with_consecutive_sentences(tokenizer: Any) -> None:
+    from fxquant.zoo import real_sentences
+
+    sentences = real_sentences(40, split="holdout")
+    ids, mask = tokenizer.encode_packed(sentences, length=64)
+    assert ids.shape == mask.shape and ids.shape[1] == 64 and ids.shape[0] >= 2
+    assert bool(mask.all())  # real text in every position, no padding
+    assert torch.all(ids[:, 0] == 101) and torch.all(ids[:, -1] == 102)
+    # the first sequence starts with the first sentence's wordpieces, in order
+    first, first_mask = tokenizer.encode(sentences[:1])
+    n = int(first_mask.sum()) - 1  # [CLS] + wordpieces, without [SEP]
+    assert torch.equal(ids[0, :n], first[0, :n])
+    with pytest.raises(ValueError, match="do not fill one sequence"):
+        tokenizer.encode_packed(sentences[:1], length=256)

